@@ -1,0 +1,5 @@
+"""Herald: self-hosted email marketing built for high availability."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,115 @@
+"""Settings: environment (``HERALD_*``), an optional ``herald.toml`` and CLI flags.
+
+Precedence, highest first: CLI flags (passed as init kwargs), environment,
+``herald.toml`` (current directory, or ``HERALD_CONFIG``), defaults. There is no
+module-level instance: ``load_settings`` builds one and the runtime passes it down.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from herald.errors import ConfigError
+
+DEFAULT_DATA_DIR = Path("herald-data")
+SECRET_FILE = "secret.key"
+
+
+class Settings(BaseSettings):
+    """Everything a Herald node can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="HERALD_", extra="ignore")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    database_url: str = ""
+    relays: str = ""
+    base_url: str = "http://127.0.0.1:8025"
+    secret_key: str = ""
+    from_addr: str = Field(default="Herald <herald@localhost>", alias="HERALD_FROM")
+    http_host: str = "127.0.0.1"
+    http_port: int = 8025
+    node_name: str = ""
+    lease_ttl: float = Field(default=10.0, gt=0.5)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+    concurrency: int = Field(default=8, ge=1, le=256)
+    max_attempts: int = Field(default=6, ge=1)
+    retry_base_seconds: float = Field(default=30.0, ge=0)
+    smtp_timeout: float = Field(default=60.0, gt=0)
+    capture_port: int = 2525
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = Path(os.environ.get("HERALD_CONFIG", "herald.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_path),
+        )
+
+    @property
+    def effective_database_url(self) -> str:
+        """The database URL, defaulting to SQLite inside the data directory."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'herald.db'}"
+
+    @property
+    def capture_dir(self) -> Path:
+        return self.data_dir / "captured"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings; ``overrides`` (CLI flags) win. Unset overrides are ignored.
+
+    Raises ConfigError with a readable message for invalid values.
+    """
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "from_addr" in given:
+        given["HERALD_FROM"] = given.pop("from_addr")
+    try:
+        return Settings(**given)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc
+
+
+def ensure_secret_key(settings: Settings) -> str:
+    """Return the secret key, generating and storing one in the data dir if unset.
+
+    Side effect: creates ``<data_dir>/secret.key`` (mode 0600) on first use.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / SECRET_FILE
+    if path.exists():
+        key = path.read_text().strip()
+    else:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(32)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(key + "\n")
+    settings.secret_key = key
+    return key

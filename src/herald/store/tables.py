@@ -1,0 +1,157 @@
+"""Table definitions (SQLAlchemy Core). The same schema on SQLite and PostgreSQL.
+
+Alembic migrations under ``store/migrations`` create these; this module is the
+reference the store functions query against.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+# BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+    }
+)
+
+
+def _ts(name: str, *, nullable: bool = False) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+subscribers = Table(
+    "subscribers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # Normalised (see domain.addresses): lower-cased, so uniqueness is case-insensitive.
+    Column("email", String(320), nullable=False, unique=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("attribs", JSON, nullable=False, default=dict),
+    Column("status", String(16), nullable=False, default="enabled"),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+lists = Table(
+    "lists",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("optin", String(16), nullable=False, default="single"),
+    Column("description", Text, nullable=False, default=""),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+subscriptions = Table(
+    "subscriptions",
+    metadata,
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+    Column(
+        "subscriber_id",
+        Id,
+        ForeignKey("subscribers.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("status", String(16), nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    Index(None, "subscriber_id"),
+)
+
+templates = Table(
+    "templates",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("subject", Text, nullable=False, default=""),
+    Column("html", Text, nullable=False, default=""),
+    Column("text", Text, nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+campaigns = Table(
+    "campaigns",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False, default="draft"),
+    Column("from_addr", String(512), nullable=False),
+    Column("subject", Text, nullable=False),
+    Column("html", Text, nullable=False),
+    Column("text", Text, nullable=True),
+    Column("template_id", Id, ForeignKey("templates.id", ondelete="SET NULL"), nullable=True),
+    Column("send_at", DateTime(timezone=True), nullable=True),
+    # Messages per second for the whole campaign; NULL = as fast as relays allow.
+    Column("rate_limit", Float, nullable=True),
+    # True once every recipient row has been materialised into deliveries.
+    Column("materialised", Boolean, nullable=False, default=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("started_at", nullable=True),
+    _ts("finished_at", nullable=True),
+)
+
+campaign_lists = Table(
+    "campaign_lists",
+    metadata,
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    Column("list_id", Id, ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, ForeignKey("campaigns.id", ondelete="CASCADE"), nullable=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("status", String(16), nullable=False, default="pending"),
+    Column("attempts", Integer, nullable=False, default=0),
+    # Not before this time (backoff after a temporary failure).
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_expires", DateTime(timezone=True), nullable=True),
+    # Bumped on every claim: an ack from an older claim of the same row is refused.
+    Column("lease_epoch", Integer, nullable=False, default=0),
+    Column("relay", String(255), nullable=True),
+    Column("last_reply", Text, nullable=True),
+    Column("message_id", String(255), nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("sent_at", nullable=True),
+    UniqueConstraint("campaign_id", "subscriber_id"),
+    Index(None, "status", "due_at"),
+    Index(None, "campaign_id", "status"),
+)
+
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("email", String(320), primary_key=True),
+    Column("reason", String(32), nullable=False),
+    Column("source", Text, nullable=False, default=""),
+    _ts("created_at"),
+)
