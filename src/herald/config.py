@@ -23,7 +23,7 @@ from pydantic_settings import (
 from herald.errors import ConfigError
 
 DEFAULT_DATA_DIR = Path("herald-data")
-SECRET_FILE = "secret.key"
+SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
 
 
 class Settings(BaseSettings):

@@ -107,8 +107,10 @@ campaigns = Table(
     Column("send_at", DateTime(timezone=True), nullable=True),
     # Messages per second for the whole campaign; NULL = as fast as relays allow.
     Column("rate_limit", Float, nullable=True),
-    # True once every recipient row has been materialised into deliveries.
+    # True once every recipient row has been materialised into deliveries;
+    # until then ``materialise_cursor`` is the last subscriber id done.
     Column("materialised", Boolean, nullable=False, default=False),
+    Column("materialise_cursor", Id, nullable=False, default=0),
     _ts("created_at"),
     _ts("updated_at"),
     _ts("started_at", nullable=True),

@@ -94,6 +94,11 @@ def upgrade() -> None:
         sa.Column("send_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("rate_limit", sa.Float(), nullable=True),
         sa.Column("materialised", sa.Boolean(), nullable=False),
+        sa.Column(
+            "materialise_cursor",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),

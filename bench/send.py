@@ -1,0 +1,231 @@
+"""Whole-pipeline send rate vs. the bare SMTP loop to the same sink.
+
+    .venv/bin/python bench/send.py [-n 20000] [--runs 3] [--backends sqlite,postgresql]
+                                   [--concurrency 8] [--profile]
+
+For each backend and run: a fresh database, N subscribers, one personalised
+~10 KB newsletter campaign, sent by one in-process worker (claim → render →
+MIME → SMTP → durable ack) to a fast loopback sink (Postfix's smtp-sink when
+installed). Then the bare loop: the same N messages, pre-built, sent over the
+same number of SmtpConnections to the same sink — the limit for this design.
+Prints medians and the ratio. ``--profile`` prints where one SQLite run spends
+its time. PostgreSQL is the server at HERALD_BENCH_PG_URL
+(default postgresql://postgres@127.0.0.1:5432/postgres).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+from sqlalchemy import Engine, insert, select
+
+from herald.delivery.kits import make_kit
+from herald.delivery.worker import Worker, WorkerOptions
+from herald.domain.clock import utcnow
+from herald.domain.relays import RelayConfig
+from herald.services import campaigns, lists
+from herald.services.demo import DEMO_HTML
+from herald.store.engine import make_engine, migrate
+from herald.store.tables import subscribers, subscriptions
+from smtp_sink import HOST, herald_run, running_sink
+
+PG_ADMIN = os.environ.get("HERALD_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+TARGET = 2000.0
+# A ~10 KB newsletter: the demo template plus a long article.
+ARTICLE = "<p>" + "Herald keeps sending when a node, a relay or the primary dies. " * 12 + "</p>\n"
+HTML = DEMO_HTML.replace("</body>", ARTICLE * 12 + "</body>")
+
+
+@contextmanager
+def database(backend: str) -> Iterator[Engine]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
+            migrate(engine)
+            yield engine
+            engine.dispose()
+        return
+    name = f"herald_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(PG_ADMIN.rpartition("/")[0] + "/" + name, pool_size=10)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
+        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def seed(engine: Engine, count: int) -> int:
+    now = utcnow()
+    list_id = lists.create_list(engine, "Bench")
+    with engine.begin() as conn:
+        conn.execute(
+            insert(subscribers),
+            [
+                {
+                    "email": f"reader{n}@example.com",
+                    "name": f"Reader {n}",
+                    "attribs": {"city": "Lisbon", "plan": "pro"},
+                    "status": "enabled",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for n in range(count)
+            ],
+        )
+        ids = conn.scalars(select(subscribers.c.id)).all()
+        conn.execute(
+            insert(subscriptions),
+            [
+                {
+                    "list_id": list_id,
+                    "subscriber_id": i,
+                    "status": "confirmed",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in ids
+            ],
+        )
+    draft = campaigns.CampaignDraft(
+        name="Bench",
+        subject="{{ subscriber.name }}, this week at Herald",
+        html=HTML,
+        text=None,
+        from_addr="Herald Bench <bench@example.com>",
+        list_names=("Bench",),
+    )
+    return campaigns.create_campaign(engine, draft)
+
+
+async def send_campaign(engine: Engine, campaign_id: int, port: int, concurrency: int) -> float:
+    relay = RelayConfig("sink", HOST, port, "none", None, None, timeout=30.0)
+    opts = WorkerOptions(
+        node_name="bench",
+        secret="bench",
+        base_url="https://news.example.com",
+        concurrency=concurrency,
+        batch_size=1000,
+        idle_poll_seconds=0.01,
+    )
+    worker = Worker(engine, [relay], opts)
+    stop = asyncio.Event()
+    started = time.perf_counter()
+    campaigns.change_status(engine, campaign_id, "start")
+    task = asyncio.create_task(worker.run(stop))
+    while True:
+        report = await asyncio.to_thread(campaigns.campaign_report, engine, campaign_id)
+        if report["status"] == "finished":
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await task
+    assert report["counts"]["sent"] == report["total"], report
+    return report["total"] / elapsed
+
+
+def prebuilt(count: int) -> list[bytes]:
+    kit = make_kit(
+        {
+            "id": 1,
+            "name": "Bench",
+            "subject": "{{ subscriber.name }}, this week at Herald",
+            "html": HTML,
+            "text": None,
+            "from_addr": "Herald Bench <bench@example.com>",
+        },
+        secret="bench",
+        base_url="https://news.example.com",
+    )
+    return [
+        kit.build(
+            delivery_id=n,
+            subscriber_id=n,
+            email=f"reader{n}@example.com",
+            name=f"Reader {n}",
+            attribs={"city": "Lisbon"},
+        )[1]
+        for n in range(count)
+    ]
+
+
+def run_backend(backend: str, args: argparse.Namespace, port: int) -> list[float]:
+    rates = []
+    for _ in range(args.runs):
+        with database(backend) as engine:
+            campaign_id = seed(engine, args.n)
+            rates.append(asyncio.run(send_campaign(engine, campaign_id, port, args.concurrency)))
+    return rates
+
+
+def bare_loop(args: argparse.Namespace, port: int) -> list[float]:
+    messages = prebuilt(args.n)
+    rates = []
+    for _ in range(args.runs):
+        started = time.perf_counter()
+        asyncio.run(herald_run(port, messages, args.concurrency))
+        rates.append(args.n / (time.perf_counter() - started))
+    return rates
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sink", default="auto", choices=["auto", "postfix", "aiosmtpd"])
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    size = len(prebuilt(1)[0])
+    with running_sink(args.sink) as (sink_name, port):
+        print(
+            f"sink: {sink_name}; {args.n} messages of {size} bytes; "
+            f"{args.concurrency} connections; median of {args.runs} runs; cores: {os.cpu_count()}"
+        )
+        if args.profile:
+            profile(args, port)
+            return
+        bare = statistics.median(bare_loop(args, port))
+        print(f"{'bare SMTP loop (pre-built messages)':42} {bare:8.0f} msg/s")
+        for backend in args.backends.split(","):
+            rates = run_backend(backend, args, port)
+            med = statistics.median(rates)
+            runs = " / ".join(f"{r:.0f}" for r in rates)
+            print(
+                f"{'pipeline on ' + backend:42} {med:8.0f} msg/s  ({runs})  "
+                f"ratio {med / bare:.2f} of bare, target {TARGET:.0f} msg/s"
+            )
+
+
+def profile(args: argparse.Namespace, port: int) -> None:
+    with database("sqlite") as engine:
+        campaign_id = seed(engine, args.n)
+        prof = cProfile.Profile()
+        prof.enable()
+        rate = asyncio.run(send_campaign(engine, campaign_id, port, args.concurrency))
+        prof.disable()
+    print(f"pipeline on sqlite under the profiler: {rate:.0f} msg/s")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()

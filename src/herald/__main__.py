@@ -1,0 +1,7 @@
+"""``python -m herald`` is the ``herald`` command."""
+
+from __future__ import annotations
+
+from herald.cli import main
+
+main()

@@ -1,0 +1,159 @@
+"""Running a node: HTTP server and/or sending worker, until SIGTERM/SIGINT drains it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from herald.delivery.capture import CaptureRelay
+from herald.delivery.worker import Worker, WorkerOptions
+from herald.domain.relays import RelayConfig
+from herald.runtime import Runtime
+from herald.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """Uvicorn without its own signal handling: the node owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class NodeState:
+    """What the HTTP side reads about its node (``/readyz``)."""
+
+    draining: bool = False
+    capture: tuple[str, int] | None = None
+    worker: Worker | None = None
+    relays: list[RelayConfig] = field(default_factory=list)
+
+
+def worker_options(runtime: Runtime) -> WorkerOptions:
+    s = runtime.settings
+    return WorkerOptions(
+        node_name=runtime.node_name,
+        secret=runtime.secret,
+        base_url=s.base_url,
+        lease_ttl=s.lease_ttl,
+        batch_size=s.batch_size,
+        concurrency=s.concurrency,
+        max_attempts=s.max_attempts,
+        retry_base_seconds=s.retry_base_seconds,
+    )
+
+
+async def run_node(
+    runtime: Runtime,
+    *,
+    http: bool,
+    worker: bool,
+    on_ready: Callable[[NodeState], Coroutine[Any, Any, None]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run until ``stop`` is set or a SIGTERM/SIGINT arrives, then drain and return.
+
+    With no relay configured, a worker node starts the embedded capture relay.
+    """
+    stop = stop or asyncio.Event()
+    state = NodeState(relays=runtime.relays)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _drain, state, stop)
+    async with contextlib.AsyncExitStack() as stack:
+        tasks: list[asyncio.Task[None]] = []
+        if worker:
+            if not state.relays:
+                capture = CaptureRelay(
+                    runtime.settings.capture_dir, port=runtime.settings.capture_port
+                )
+                host, port = await capture.start()
+                stack.push_async_callback(capture.stop)
+                state.capture = (host, port)
+                state.relays = [
+                    RelayConfig(
+                        name="capture",
+                        host=host,
+                        port=port,
+                        tls="none",
+                        username=None,
+                        password=None,
+                    )
+                ]
+            state.worker = Worker(runtime.engine, state.relays, worker_options(runtime))
+            tasks.append(asyncio.create_task(state.worker.run(stop)))
+        server = None
+        if http:
+            app = create_app(runtime, state)
+            config = uvicorn.Config(
+                app,
+                host=runtime.settings.http_host,
+                port=runtime.settings.http_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+            server = _Server(config)
+            tasks.append(asyncio.create_task(server.serve()))
+        hook = None
+        if on_ready is not None:
+            if server is not None:
+                await _wait_started(server)
+            hook = asyncio.create_task(on_ready(state))
+        await _supervise(tasks, stop, server, hook)
+
+
+def _drain(state: NodeState, stop: asyncio.Event) -> None:
+    log.warning("draining: no new claims; releasing held work")
+    state.draining = True
+    if state.worker is not None:
+        state.worker.drain()
+    stop.set()
+
+
+async def _wait_started(server: uvicorn.Server) -> None:
+    for _ in range(500):
+        if server.started:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _supervise(
+    tasks: list[asyncio.Task[None]],
+    stop: asyncio.Event,
+    server: uvicorn.Server | None,
+    extra: asyncio.Task[None] | None = None,
+) -> None:
+    """Wait for stop or for any essential task to end; a crashed task stops the node.
+
+    ``extra`` (the on-ready hook) may finish without stopping the node; if it
+    raises, the node stops and the error propagates.
+    """
+    stopper = asyncio.create_task(stop.wait())
+    watched = {*tasks, stopper, *([extra] if extra else [])}
+    while True:
+        done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if extra in done and extra is not None and extra.exception() is None:
+            watched.discard(extra)
+            extra = None
+            continue
+        break
+    stop.set()
+    if server is not None:
+        server.should_exit = True
+    results = await asyncio.gather(*tasks, *([extra] if extra else []), return_exceptions=True)
+    stopper.cancel()
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            raise result

@@ -1,0 +1,118 @@
+"""The worker's transactions on the outbox: claim, ack, release, housekeeping.
+
+Each function is one short transaction; no transaction is ever held across
+network I/O (the worker sends between them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from herald.domain.clock import utcnow
+from herald.domain.states import SuppressionReason
+from herald.store import campaigns as store_campaigns
+from herald.store import claims, suppressions
+from herald.store import deliveries as store_deliveries
+
+MATERIALISE_CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class Housekeeping:
+    """What one housekeeping pass did."""
+
+    requeued: int
+    failed: int
+    materialised: int
+    finished: list[int]
+
+
+def claim_batch(
+    engine: Engine, *, owner: str, limit: int, lease_ttl: float
+) -> list[claims.Claimed]:
+    """Claim up to ``limit`` deliveries for ``owner`` (see store.claims.claim)."""
+    with engine.begin() as conn:
+        return claims.claim(conn, owner=owner, limit=limit, lease_ttl=lease_ttl, now=utcnow())
+
+
+def record_results(
+    engine: Engine, acks: Sequence[claims.Ack], *, owner: str, bounced: Sequence[str] = ()
+) -> int:
+    """Write a group of results; returns how many acks were refused.
+
+    Side effect: ``bounced`` addresses are added to the suppression list in the
+    same transaction as their acks.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        refused = claims.ack(conn, acks, owner=owner, now=now)
+        suppressions.suppress(
+            conn, bounced, reason=SuppressionReason.HARD_BOUNCE.value, source="smtp", now=now
+        )
+        return refused
+
+
+def release_claims(engine: Engine, items: Sequence[tuple[int, int]], *, owner: str) -> int:
+    """Give back unsent claimed rows; returns how many were released."""
+    with engine.begin() as conn:
+        return claims.release(conn, items, owner=owner, now=utcnow())
+
+
+def campaign_statuses(engine: Engine, campaign_ids: Sequence[int]) -> dict[int, str]:
+    with engine.begin() as conn:
+        return store_campaigns.statuses(conn, campaign_ids)
+
+
+def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> Housekeeping:
+    """Re-queue expired leases, materialise a few chunks, finish completed campaigns.
+
+    Safe on every node at once: each step is a guarded update. Each chunk is
+    its own transaction so materialising a huge list never holds a long lock.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        requeued, failed = claims.requeue_expired(conn, now=now, max_attempts=max_attempts)
+        todo = store_campaigns.running_unmaterialised(conn)
+    inserted = 0
+    for campaign_id, cursor in todo:
+        for _ in range(chunks):
+            try:
+                n, nxt = _materialise_one(engine, campaign_id, cursor)
+            except _LostRace:
+                break
+            inserted += n
+            if nxt is None:
+                break
+            cursor = nxt
+    with engine.begin() as conn:
+        finished = store_campaigns.finish_if_done(conn, now=utcnow())
+    return Housekeeping(requeued=requeued, failed=failed, materialised=inserted, finished=finished)
+
+
+class _LostRace(Exception):
+    """Another node materialised this chunk first; roll ours back."""
+
+
+def _materialise_one(engine: Engine, campaign_id: int, cursor: int) -> tuple[int, int | None]:
+    now = utcnow()
+    with engine.begin() as conn:
+        n, nxt = store_deliveries.materialise_chunk(
+            conn, campaign_id, after=cursor, chunk=MATERIALISE_CHUNK, now=now
+        )
+        if not store_campaigns.advance_cursor(conn, campaign_id, old=cursor, new=nxt, now=now):
+            raise _LostRace
+    return n, nxt
+
+
+def renew_leases(engine: Engine, ids: Sequence[int], *, owner: str, lease_ttl: float) -> list[int]:
+    """Extend the leases this node still holds; returns the ids renewed."""
+    with engine.begin() as conn:
+        return claims.renew(conn, ids, owner=owner, lease_ttl=lease_ttl, now=utcnow())
+
+
+def load_campaign(engine: Engine, campaign_id: int) -> dict[str, object]:
+    with engine.begin() as conn:
+        return store_campaigns.get_campaign(conn, campaign_id)

@@ -1,0 +1,267 @@
+"""Claiming deliveries under a lease, acknowledging results, re-queueing stale leases.
+
+This is the module where the two backends differ most. PostgreSQL claims with
+``FOR UPDATE SKIP LOCKED`` so several nodes take disjoint batches without
+waiting; SQLite serialises writers anyway (every transaction is ``BEGIN
+IMMEDIATE``), so a plain ``UPDATE … WHERE id IN (SELECT … LIMIT n)`` is enough.
+
+An ack is guarded by ``lease_owner`` and ``lease_epoch``: once a row's lease
+expired and another node re-claimed it (bumping the epoch), the first node's
+late ack matches nothing and is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, bindparam, select, update
+
+from herald.store.deliveries import eligible_subscribers
+from herald.store.tables import campaigns, deliveries, subscribers
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """One claimed delivery with what is needed to render it."""
+
+    delivery_id: int
+    campaign_id: int
+    epoch: int
+    attempts: int
+    subscriber_id: int
+    email: str
+    name: str
+    attribs: dict[str, Any]
+    eligible: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The result of one send attempt, to be written back."""
+
+    delivery_id: int
+    epoch: int
+    status: str  # sent | pending (retry) | failed | bounced
+    relay: str | None
+    reply: str
+    message_id: str | None
+    due_at: datetime | None = None  # for retries
+    count_attempt: bool = True
+
+
+def claim(
+    conn: Connection, *, owner: str, limit: int, lease_ttl: float, now: datetime
+) -> list[Claimed]:
+    """Claim up to ``limit`` due, pending deliveries of running campaigns.
+
+    Side effect: the rows become ``sending`` with this owner, a lease until
+    ``now + lease_ttl`` and a bumped epoch. Rows whose subscriber is no longer
+    eligible (unsubscribed, suppressed, blocklisted) are returned with
+    ``eligible=False`` so the caller acks them as failed without sending.
+    """
+    due = (
+        select(deliveries.c.id)
+        .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.due_at <= now,
+            campaigns.c.status == "running",
+        )
+        .order_by(deliveries.c.due_at, deliveries.c.id)
+        .limit(limit)
+    )
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True, of=deliveries)
+    expires = now + timedelta(seconds=lease_ttl)
+    rows = conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(due.scalar_subquery()))
+        .values(
+            status="sending",
+            lease_owner=owner,
+            lease_expires=expires,
+            lease_epoch=deliveries.c.lease_epoch + 1,
+            updated_at=now,
+        )
+        .returning(
+            deliveries.c.id,
+            deliveries.c.campaign_id,
+            deliveries.c.subscriber_id,
+            deliveries.c.lease_epoch,
+            deliveries.c.attempts,
+        )
+    ).all()
+    if not rows:
+        return []
+    return _with_subscribers(conn, rows)
+
+
+def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
+    by_campaign: dict[int, list[int]] = {}
+    for r in rows:
+        by_campaign.setdefault(int(r.campaign_id), []).append(int(r.subscriber_id))
+    people: dict[int, Any] = {}
+    eligible: set[tuple[int, int]] = set()
+    for cid, sub_ids in by_campaign.items():
+        query = select(
+            subscribers.c.id,
+            subscribers.c.email,
+            subscribers.c.name,
+            subscribers.c.attribs,
+            eligible_subscribers(cid).label("ok"),
+        ).where(subscribers.c.id.in_(sub_ids))
+        for p in conn.execute(query):
+            people[int(p.id)] = p
+            if p.ok:
+                eligible.add((cid, int(p.id)))
+    out = []
+    for r in rows:
+        p = people[int(r.subscriber_id)]
+        out.append(
+            Claimed(
+                delivery_id=int(r.id),
+                campaign_id=int(r.campaign_id),
+                epoch=int(r.lease_epoch),
+                attempts=int(r.attempts),
+                subscriber_id=int(r.subscriber_id),
+                email=str(p.email),
+                name=str(p.name),
+                attribs=dict(p.attribs or {}),
+                eligible=(int(r.campaign_id), int(r.subscriber_id)) in eligible,
+            )
+        )
+    return out
+
+
+def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> int:
+    """Write results back, guarded by owner and epoch.
+
+    Returns how many acks were refused because the lease had moved on (another
+    node re-claimed the row after this node's lease expired).
+    """
+    if not acks:
+        return 0
+    stmt = (
+        update(deliveries)
+        .where(
+            and_(
+                deliveries.c.id == bindparam("b_id"),
+                deliveries.c.lease_owner == owner,
+                deliveries.c.lease_epoch == bindparam("b_epoch"),
+                deliveries.c.status == "sending",
+            )
+        )
+        .values(
+            status=bindparam("b_status"),
+            relay=bindparam("b_relay"),
+            last_reply=bindparam("b_reply"),
+            message_id=bindparam("b_mid"),
+            attempts=deliveries.c.attempts + bindparam("b_inc"),
+            due_at=bindparam("b_due"),
+            sent_at=bindparam("b_sent"),
+            lease_owner=None,
+            lease_expires=None,
+            updated_at=now,
+        )
+    )
+    params = [
+        {
+            "b_id": a.delivery_id,
+            "b_epoch": a.epoch,
+            "b_status": a.status,
+            "b_relay": a.relay,
+            "b_reply": a.reply[:1000],
+            "b_mid": a.message_id,
+            "b_inc": 1 if a.count_attempt else 0,
+            "b_due": a.due_at or now,
+            "b_sent": now if a.status == "sent" else None,
+        }
+        for a in acks
+    ]
+    done = conn.execute(stmt, params).rowcount
+    return len(acks) - max(done, 0)
+
+
+def requeue_expired(conn: Connection, *, now: datetime, max_attempts: int) -> tuple[int, int]:
+    """Return rows whose lease expired to ``pending`` (``attempts + 1``).
+
+    Rows that already used ``max_attempts`` become ``failed`` instead.
+    Returns (re-queued, failed). Safe to run on every node: a row is moved by
+    whichever node's UPDATE reaches it first; the other matches nothing.
+    """
+    expired = and_(deliveries.c.status == "sending", deliveries.c.lease_expires < now)
+    failed = conn.execute(
+        update(deliveries)
+        .where(expired, deliveries.c.attempts + 1 >= max_attempts)
+        .values(
+            status="failed",
+            attempts=deliveries.c.attempts + 1,
+            last_reply="lease expired too many times",
+            lease_owner=None,
+            lease_expires=None,
+            updated_at=now,
+        )
+    ).rowcount
+    requeued = conn.execute(
+        update(deliveries)
+        .where(expired)
+        .values(
+            status="pending",
+            attempts=deliveries.c.attempts + 1,
+            lease_owner=None,
+            lease_expires=None,
+            due_at=now,
+            updated_at=now,
+        )
+    ).rowcount
+    return requeued, failed
+
+
+def release(
+    conn: Connection, items: Sequence[tuple[int, int]], *, owner: str, now: datetime
+) -> int:
+    """Give back claimed rows unsent (pause, drain): ``pending`` again, no attempt counted.
+
+    ``items`` are (delivery id, epoch). Returns how many were released.
+    """
+    if not items:
+        return 0
+    stmt = (
+        update(deliveries)
+        .where(
+            deliveries.c.id == bindparam("b_id"),
+            deliveries.c.lease_epoch == bindparam("b_epoch"),
+            deliveries.c.lease_owner == owner,
+            deliveries.c.status == "sending",
+        )
+        .values(status="pending", lease_owner=None, lease_expires=None, updated_at=now)
+    )
+    result = conn.execute(stmt, [{"b_id": i, "b_epoch": e} for i, e in items])
+    return max(result.rowcount, 0)
+
+
+def renew(
+    conn: Connection, ids: Sequence[int], *, owner: str, lease_ttl: float, now: datetime
+) -> list[int]:
+    """Extend the lease of rows this owner still holds and whose lease has not run out.
+
+    Returns the ids renewed; a row missing from the answer has been lost (its
+    lease ran out, or another node took it) and must not be sent.
+    """
+    if not ids:
+        return []
+    rows = conn.execute(
+        update(deliveries)
+        .where(
+            deliveries.c.id.in_(list(ids)),
+            deliveries.c.lease_owner == owner,
+            deliveries.c.status == "sending",
+            deliveries.c.lease_expires > now,
+        )
+        .values(lease_expires=now + timedelta(seconds=lease_ttl))
+        .returning(deliveries.c.id)
+    )
+    return [int(r.id) for r in rows]

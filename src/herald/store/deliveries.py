@@ -1,0 +1,99 @@
+"""The outbox: materialising recipients into deliveries, and reading its counts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, literal, or_, select
+
+from herald.store.dialect import insert_ignore
+from herald.store.tables import (
+    campaign_lists,
+    deliveries,
+    lists,
+    subscribers,
+    subscriptions,
+    suppressions,
+)
+
+
+def eligible_subscribers(campaign_id: int) -> Any:
+    """A WHERE clause: the subscriber (``subscribers`` row) may receive this campaign.
+
+    Enabled, not suppressed, and subscribed to one of the campaign's lists
+    (confirmed, or unconfirmed on a single opt-in list).
+    """
+    subscribed = exists().where(
+        subscriptions.c.subscriber_id == subscribers.c.id,
+        subscriptions.c.list_id == campaign_lists.c.list_id,
+        campaign_lists.c.campaign_id == campaign_id,
+        lists.c.id == subscriptions.c.list_id,
+        or_(
+            subscriptions.c.status == "confirmed",
+            and_(subscriptions.c.status == "unconfirmed", lists.c.optin == "single"),
+        ),
+    )
+    suppressed = exists().where(suppressions.c.email == subscribers.c.email)
+    return and_(subscribers.c.status == "enabled", subscribed, ~suppressed)
+
+
+def materialise_chunk(
+    conn: Connection, campaign_id: int, *, after: int, chunk: int, now: datetime
+) -> tuple[int, int | None]:
+    """Insert pending deliveries for eligible subscribers with id in (after, after+chunk].
+
+    Idempotent (``ON CONFLICT DO NOTHING`` on (campaign, subscriber)).
+    Returns (rows inserted, next cursor or None when past the last subscriber).
+    """
+    upto = after + chunk
+    source = select(
+        literal(campaign_id),
+        subscribers.c.id,
+        literal("pending"),
+        literal(0),
+        literal(0),
+        literal(now, deliveries.c.due_at.type),
+        literal(now, deliveries.c.created_at.type),
+        literal(now, deliveries.c.updated_at.type),
+    ).where(
+        subscribers.c.id > after,
+        subscribers.c.id <= upto,
+        eligible_subscribers(campaign_id),
+    )
+    stmt = insert_ignore(conn, deliveries).from_select(
+        [
+            "campaign_id",
+            "subscriber_id",
+            "status",
+            "attempts",
+            "lease_epoch",
+            "due_at",
+            "created_at",
+            "updated_at",
+        ],
+        source,
+    )
+    inserted = conn.execute(stmt).rowcount
+    max_id = conn.scalar(select(func.max(subscribers.c.id))) or 0
+    return max(inserted, 0), (upto if upto < max_id else None)
+
+
+def status_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
+    """Number of deliveries of a campaign per status."""
+    rows = conn.execute(
+        select(deliveries.c.status, func.count())
+        .where(deliveries.c.campaign_id == campaign_id)
+        .group_by(deliveries.c.status)
+    )
+    return {str(status): int(n) for status, n in rows}
+
+
+def timings(conn: Connection, campaign_id: int) -> dict[str, Any]:
+    """First and last ``sent_at`` of a campaign's deliveries."""
+    row = conn.execute(
+        select(func.min(deliveries.c.sent_at), func.max(deliveries.c.sent_at)).where(
+            deliveries.c.campaign_id == campaign_id, deliveries.c.status == "sent"
+        )
+    ).one()
+    return {"first_sent_at": row[0], "last_sent_at": row[1]}

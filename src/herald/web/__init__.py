@@ -1,0 +1,1 @@
+"""HTTP transport: FastAPI app built from a runtime."""

@@ -1,0 +1,44 @@
+"""The FastAPI application: health and readiness now; the API comes later."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from herald import __version__
+from herald.runtime import Runtime
+from herald.services import health
+
+if TYPE_CHECKING:
+    from herald.node import NodeState
+
+
+def create_app(runtime: Runtime, state: NodeState) -> FastAPI:
+    """Build the app; handlers read ``app.state`` only (no globals)."""
+    app = FastAPI(title="Herald", version=__version__, docs_url=None, redoc_url=None)
+    app.state.runtime = runtime
+    app.state.node = state
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Alive: the process answers."""
+        return {"status": "ok", "node": runtime.node_name, "version": __version__}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready: database reachable for writes, schema current, not draining."""
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
+        problem = await asyncio.to_thread(health.database_problem, runtime.engine)
+        if problem:
+            return JSONResponse(
+                {"status": "unavailable", "reason": problem},
+                status_code=503,
+                headers={"Retry-After": "5"},
+            )
+        return JSONResponse({"status": "ready"})
+
+    return app
