@@ -54,8 +54,8 @@ class SendKit:
                 to_addr=email,
                 to_name=name,
                 subject=rendered.subject,
-                html=rendered.html,
-                text=rendered.text,
+                html=rendered.html_parts,
+                text=rendered.text_parts,
                 message_id=mid,
                 unsubscribe_url=url,
             )

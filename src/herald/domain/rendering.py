@@ -313,7 +313,7 @@ def compile_campaign(
        HTML is converted per message.
     """
     limits = limits or RenderLimits()
-    html_env = _Sandbox(limits, autoescape=True)
+    html_env = _Sandbox(limits, autoescape=True, keep_trailing_newline=True)
     subject_tpl = _compile(_Sandbox(limits, autoescape=False), subject, "subject", limits)
     html_source = html.replace("\r\n", "\n").replace("\r", "\n")
     html_ast = _parse(html_env, html_source, "HTML", limits)

@@ -154,13 +154,12 @@ def _apply_batch(conn: Connection, batch: list[Row | RowError], target: dict[str
         if old is None:
             new.append({"email": row.email, "name": row.name or "", "attribs": row.attribs})
             continue
-        merged = csvimport.merge_subscriber(row, old["name"], old["attribs"])
-        if merged is not None:
-            changes.append({"id": old["id"], "name": merged[0], "attribs": merged[1]})
-        subscribes = old["subscription"] is None and old["status"] != SubscriberStatus.BLOCKLISTED
+        change, subscribes = _plan_existing(row, old)
+        if change is not None:
+            changes.append(change)
         if subscribes:
             to_subscribe.append(row.email)
-        if merged is not None or subscribes:
+        if change is not None or subscribes:
             out.updated += 1
         else:
             out.skipped += 1
@@ -168,6 +167,18 @@ def _apply_batch(conn: Connection, batch: list[Row | RowError], target: dict[str
     out.imported = len(new)
     out.errors.sort(key=lambda e: e.line)
     return out
+
+
+def _plan_existing(row: Row, old: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
+    """For an existing subscriber: the data update (or None) and whether to subscribe.
+
+    An existing subscription, whatever its status, is never touched (consent is
+    never overwritten); a blocklisted subscriber is not subscribed to anything.
+    """
+    merged = csvimport.merge_subscriber(row, old["name"], old["attribs"])
+    change = None if merged is None else {"id": old["id"], "name": merged[0], "attribs": merged[1]}
+    subscribes = old["subscription"] is None and old["status"] != SubscriberStatus.BLOCKLISTED
+    return change, subscribes
 
 
 def _write_batch(
