@@ -46,7 +46,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=6, ge=1)
     retry_base_seconds: float = Field(default=30.0, ge=0)
     smtp_timeout: float = Field(default=60.0, gt=0)
-    capture_port: int = 2525
+    capture_port: int = Field(default=2525, ge=0, le=65535)
+    heartbeat_interval: float = Field(default=1.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

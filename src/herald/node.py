@@ -12,6 +12,7 @@ from typing import Any
 
 import uvicorn
 
+from herald.cluster import Membership
 from herald.delivery.capture import CaptureRelay
 from herald.delivery.worker import Worker, WorkerOptions
 from herald.domain.relays import RelayConfig
@@ -71,40 +72,22 @@ async def run_node(
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _drain, state, stop)
+    membership = Membership(
+        runtime.engine,
+        runtime.node_name,
+        roles=",".join(r for r, on in (("api", http), ("worker", worker)) if on),
+        interval=runtime.settings.heartbeat_interval,
+        on_drain=lambda: _drain(state, stop),
+        is_draining=lambda: state.draining,
+    )
     async with contextlib.AsyncExitStack() as stack:
-        tasks: list[asyncio.Task[None]] = []
+        tasks = [asyncio.create_task(membership.run(stop))]
+        stack.push_async_callback(membership.leave)
         if worker:
-            if not state.relays:
-                capture = CaptureRelay(
-                    runtime.settings.capture_dir, port=runtime.settings.capture_port
-                )
-                host, port = await capture.start()
-                stack.push_async_callback(capture.stop)
-                state.capture = (host, port)
-                state.relays = [
-                    RelayConfig(
-                        name="capture",
-                        host=host,
-                        port=port,
-                        tls="none",
-                        username=None,
-                        password=None,
-                    )
-                ]
-            state.worker = Worker(runtime.engine, state.relays, worker_options(runtime))
+            state.worker = await _start_worker(runtime, state, stack)
             tasks.append(asyncio.create_task(state.worker.run(stop)))
-        server = None
-        if http:
-            app = create_app(runtime, state)
-            config = uvicorn.Config(
-                app,
-                host=runtime.settings.http_host,
-                port=runtime.settings.http_port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
-            server = _Server(config)
+        server = _http_server(runtime, state) if http else None
+        if server is not None:
             tasks.append(asyncio.create_task(server.serve()))
         hook = None
         if on_ready is not None:
@@ -112,6 +95,35 @@ async def run_node(
                 await _wait_started(server)
             hook = asyncio.create_task(on_ready(state))
         await _supervise(tasks, stop, server, hook)
+
+
+async def _start_worker(
+    runtime: Runtime, state: NodeState, stack: contextlib.AsyncExitStack
+) -> Worker:
+    """Build the worker; with no relay configured, start the capture relay first."""
+    if not state.relays:
+        capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
+        host, port = await capture.start()
+        stack.push_async_callback(capture.stop)
+        state.capture = (host, port)
+        state.relays = [
+            RelayConfig(
+                name="capture", host=host, port=port, tls="none", username=None, password=None
+            )
+        ]
+    return Worker(runtime.engine, state.relays, worker_options(runtime))
+
+
+def _http_server(runtime: Runtime, state: NodeState) -> uvicorn.Server:
+    config = uvicorn.Config(
+        create_app(runtime, state),
+        host=runtime.settings.http_host,
+        port=runtime.settings.http_port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+    )
+    return _Server(config)
 
 
 def _drain(state: NodeState, stop: asyncio.Event) -> None:

@@ -6,20 +6,21 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from sqlalchemy.exc import OperationalError
 
 from herald import __version__
-from herald.cli import campaigns, lists, subscribers
+from herald.cli import campaigns, lists, nodes, subscribers
 from herald.cli.context import CliContext, cli_context
-from herald.cli.demo import run_demo
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
 from herald.errors import HeraldError
-from herald.node import NodeState, run_node
 from herald.store.engine import migrate
+
+if TYPE_CHECKING:
+    from herald.node import NodeState
 
 app = typer.Typer(
     name="herald",
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(campaigns.app, name="campaigns")
+app.add_typer(nodes.app, name="nodes")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -105,6 +107,8 @@ PortOpt = Annotated[int | None, typer.Option(help="HTTP port [env HERALD_HTTP_PO
 @app.command()
 def up(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None) -> None:
     """Run one node: HTTP server plus a sending worker (Ctrl-C or SIGTERM drains it)."""
+    from herald.node import run_node  # the HTTP stack loads only for node commands
+
     runtime = _serve_options(ctx, host, port).runtime(migrate_schema=True)
 
     async def ready(state: NodeState) -> None:
@@ -117,6 +121,8 @@ def up(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None) -> None:
 @app.command()
 def worker(ctx: typer.Context) -> None:
     """Run a sending-only node."""
+    from herald.node import run_node
+
     runtime = cli_context(ctx).runtime(migrate_schema=False)
 
     async def ready(state: NodeState) -> None:
@@ -136,6 +142,8 @@ def demo(
     ] = False,
 ) -> None:
     """Run a node with sample data: 1,000 subscribers and a personalised campaign."""
+    from herald.cli.demo import run_demo
+
     runtime = _serve_options(ctx, host, port).runtime(migrate_schema=True)
     run_demo(runtime, subscribers_count=subscribers_count, exit_after=exit_after)
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from herald import __version__
 from herald.cli.output import console
 from herald.config import Settings
-from herald.node import NodeState
+
+if TYPE_CHECKING:
+    from herald.node import NodeState
 
 
 def print_banner(settings: Settings, state: NodeState, database: str, *, http: bool = True) -> None:

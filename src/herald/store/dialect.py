@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
@@ -12,3 +14,16 @@ def insert_ignore(conn: Connection, table: Table) -> Insert:
     if conn.dialect.name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upsert(conn: Connection, table: Table, row: dict[str, Any], *, key: list[str]) -> Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` setting every other column of ``row``."""
+    if conn.dialect.name == "postgresql":
+        pg = postgresql.insert(table).values(**row)
+        return pg.on_conflict_do_update(
+            index_elements=key, set_={k: pg.excluded[k] for k in row if k not in key}
+        )
+    lite = sqlite.insert(table).values(**row)
+    return lite.on_conflict_do_update(
+        index_elements=key, set_={k: lite.excluded[k] for k in row if k not in key}
+    )

@@ -157,3 +157,18 @@ suppressions = Table(
     Column("source", Text, nullable=False, default=""),
     _ts("created_at"),
 )
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("roles", String(64), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("state", String(16), nullable=False),  # active | draining | gone
+    # Set by `herald nodes drain NAME`; the node sees it on its next heartbeat.
+    Column("drain_requested", Boolean, nullable=False, default=False),
+    _ts("started_at"),
+    _ts("heartbeat_at"),
+)

@@ -1,0 +1,71 @@
+"""Cluster membership use cases: register, heartbeat, list, drain."""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from herald import __version__
+from herald.domain.clock import as_utc, utcnow
+from herald.errors import NotFound
+from herald.store import nodes as store
+
+ALIVE_SECONDS = 5.0
+
+
+def register_node(engine: Engine, name: str, *, roles: str) -> None:
+    """Record this process as an active node (replacing a previous row of that name)."""
+    values = {
+        "name": name,
+        "roles": roles,
+        "version": __version__,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+    }
+    with engine.begin() as conn:
+        store.register(conn, values, now=utcnow())
+
+
+def heartbeat(engine: Engine, name: str, *, draining: bool, roles: str) -> bool:
+    """Refresh the heartbeat; returns True when an operator asked this node to drain."""
+    state = "draining" if draining else "active"
+    with engine.begin() as conn:
+        requested = store.heartbeat(conn, name, state=state, now=utcnow())
+    if requested is None:
+        register_node(engine, name, roles=roles)
+        return False
+    return requested
+
+
+def leave(engine: Engine, name: str) -> None:
+    """Mark this node gone (end of a drain)."""
+    with engine.begin() as conn:
+        store.mark_gone(conn, name, now=utcnow())
+
+
+def request_drain(engine: Engine, name: str) -> None:
+    """Ask a node to drain. Raises NotFound for an unknown or gone node."""
+    with engine.begin() as conn:
+        if not store.request_drain(conn, name):
+            raise NotFound(f"no live node named {name!r}")
+
+
+def list_nodes(engine: Engine) -> list[dict[str, Any]]:
+    """Every known node with ``alive``: heartbeat seen recently and not gone."""
+    now = utcnow()
+    with engine.begin() as conn:
+        rows = store.list_nodes(conn)
+    for row in rows:
+        age = (now - as_utc(row["heartbeat_at"])).total_seconds()
+        row["heartbeat_age_s"] = round(age, 1)
+        row["alive"] = row["state"] != "gone" and age <= ALIVE_SECONDS
+    return rows
+
+
+def forget_old_nodes(engine: Engine, *, days: float = 7.0) -> int:
+    with engine.begin() as conn:
+        return store.forget_gone(conn, before=utcnow() - timedelta(days=days))
