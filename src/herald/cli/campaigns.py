@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,6 +38,9 @@ def create(
     text: Annotated[Path | None, typer.Option(help="Text body template file.")] = None,
     from_addr: Annotated[str | None, typer.Option("--from", help="Sender.")] = None,
     name: Annotated[str, typer.Option(help="Internal name.")] = "",
+    rate: Annotated[
+        str | None, typer.Option(help="Cluster-wide send rate: N/s, N/min or N/h.")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Create a draft campaign; prints its id."""
@@ -49,6 +53,7 @@ def create(
         text=_read(text, "text"),
         from_addr=from_addr or runtime.settings.from_addr,
         list_names=tuple(list_names),
+        rate_limit=svc.parse_rate(rate) if rate else None,
     )
     campaign_id = svc.create_campaign(runtime.engine, draft)
     if json:
@@ -80,6 +85,43 @@ def start(
             print_json(report)
         else:
             show_report(report)
+
+
+@app.command("schedule")
+def schedule(
+    ctx: typer.Context,
+    campaign_id: int,
+    at: Annotated[
+        str,
+        typer.Option("--at", help="ISO 8601 time, e.g. 2026-12-01T09:00+01:00 (no zone = UTC)."),
+    ],
+    json: JsonOpt = False,
+) -> None:
+    """Schedule a draft: exactly one node starts it at that time."""
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError as exc:
+        raise InvalidInput(f"invalid time {at!r}: use ISO 8601, e.g. 2026-12-01T09:00Z") from exc
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    svc.schedule_campaign(cli_context(ctx).runtime().engine, campaign_id, when)
+    if json:
+        print_json({"id": campaign_id, "status": "scheduled", "send_at": when.isoformat()})
+    else:
+        console.print(f"Campaign {campaign_id} is scheduled for {when.isoformat()}.")
+
+
+@app.command("rate")
+def rate(
+    ctx: typer.Context,
+    campaign_id: int,
+    limit: Annotated[str, typer.Argument(help="N/s, N/min, N/h, or 'none' to remove.")],
+) -> None:
+    """Set a campaign's cluster-wide send rate (takes effect within a second)."""
+    value = None if limit.strip().lower() == "none" else svc.parse_rate(limit)
+    svc.set_rate(cli_context(ctx).runtime().engine, campaign_id, value)
+    shown = "no limit" if value is None else f"{value:g} messages/s"
+    console.print(f"Campaign {campaign_id}: {shown}.")
 
 
 @app.command("pause")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -27,6 +28,7 @@ class CampaignDraft:
     text: str | None
     from_addr: str
     list_names: tuple[str, ...]
+    rate_limit: float | None = None
 
 
 def create_campaign(engine: Engine, draft: CampaignDraft) -> int:
@@ -49,6 +51,7 @@ def create_campaign(engine: Engine, draft: CampaignDraft) -> int:
             "html": draft.html,
             "text": draft.text,
             "from_addr": draft.from_addr,
+            "rate_limit": draft.rate_limit,
         }
         return store.create_campaign(conn, values, list_ids=list_ids, now=utcnow())
 
@@ -81,6 +84,52 @@ def change_status(engine: Engine, campaign_id: int, action: str) -> str:
     return to_state.value
 
 
+def parse_rate(text: str) -> float:
+    """Parse a send rate: ``50``, ``50/s``, ``3000/min``, ``100000/h`` → messages per second.
+
+    Raises InvalidInput.
+    """
+    number, _, unit = text.strip().partition("/")
+    per = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}.get(unit.strip())
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if per is None or not 0 < value < 1e9:
+        raise InvalidInput(f"invalid rate {text!r}: use N/s, N/min or N/h with N > 0")
+    return value / per
+
+
+def schedule_campaign(engine: Engine, campaign_id: int, at: datetime) -> None:
+    """Schedule a draft (or re-schedule a scheduled) campaign; a node starts it at ``at``.
+
+    Raises NotFound, Conflict.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        current = store.get_campaign(conn, campaign_id)["status"]
+        if not store.transition(
+            conn,
+            campaign_id,
+            from_states=[S.DRAFT, S.SCHEDULED],
+            to_state=S.SCHEDULED,
+            now=now,
+            extra={"send_at": as_utc(at)},
+        ):
+            raise Conflict(f"cannot schedule campaign {campaign_id}: it is {current}")
+
+
+def set_rate(engine: Engine, campaign_id: int, rate: float | None) -> None:
+    """Set (or with None remove) a campaign's cluster-wide send rate; takes effect at once."""
+    with engine.begin() as conn:
+        store.set_values(
+            conn,
+            campaign_id,
+            {"rate_limit": rate, "rate_tokens": None, "rate_at": None},
+            now=utcnow(),
+        )
+
+
 def campaign_report(engine: Engine, campaign_id: int) -> dict[str, Any]:
     """Counts per delivery status, progress, timings and send rate."""
     with engine.begin() as conn:
@@ -100,6 +149,8 @@ def campaign_report(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "subject": camp["subject"],
         "status": camp["status"],
         "materialised": bool(camp["materialised"]),
+        "send_at": _iso(camp["send_at"]),
+        "rate_limit": camp["rate_limit"],
         "total": total,
         "counts": {
             s: counts.get(s, 0) for s in ("pending", "sending", "sent", "failed", "bounced")

@@ -28,6 +28,7 @@ class Housekeeping:
     failed: int
     materialised: int
     finished: list[int]
+    started: list[int]
 
 
 def claim_batch(
@@ -67,13 +68,15 @@ def campaign_statuses(engine: Engine, campaign_ids: Sequence[int]) -> dict[int, 
 
 
 def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> Housekeeping:
-    """Re-queue expired leases, materialise a few chunks, finish completed campaigns.
+    """Start due scheduled campaigns, re-queue expired leases, materialise a few
+    chunks, finish completed campaigns.
 
     Safe on every node at once: each step is a guarded update. Each chunk is
     its own transaction so materialising a huge list never holds a long lock.
     """
     now = utcnow()
     with engine.begin() as conn:
+        started = store_campaigns.start_due(conn, now=now)
         requeued, failed = claims.requeue_expired(conn, now=now, max_attempts=max_attempts)
         todo = store_campaigns.running_unmaterialised(conn)
     inserted = 0
@@ -89,7 +92,13 @@ def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> House
             cursor = nxt
     with engine.begin() as conn:
         finished = store_campaigns.finish_if_done(conn, now=utcnow())
-    return Housekeeping(requeued=requeued, failed=failed, materialised=inserted, finished=finished)
+    return Housekeeping(
+        requeued=requeued,
+        failed=failed,
+        materialised=inserted,
+        finished=finished,
+        started=started,
+    )
 
 
 class _LostRace(Exception):

@@ -146,3 +146,29 @@ def list_campaigns(conn: Connection) -> list[dict[str, Any]]:
     cols = [c for c in campaigns.c if c.name not in {"html", "text"}]
     rows = conn.execute(select(*cols).order_by(campaigns.c.id.desc())).mappings()
     return [dict(r) for r in rows]
+
+
+def start_due(conn: Connection, *, now: datetime) -> list[int]:
+    """Start every scheduled campaign whose time has come; returns the ids started.
+
+    Runs on every node: the status guard makes each start happen exactly once
+    (a second node's UPDATE finds the campaign already running and matches nothing).
+    """
+    rows = conn.execute(
+        update(campaigns)
+        .where(campaigns.c.status == "scheduled", campaigns.c.send_at <= now)
+        .values(status="running", started_at=now, updated_at=now)
+        .returning(campaigns.c.id)
+    )
+    return [int(r.id) for r in rows]
+
+
+def set_values(
+    conn: Connection, campaign_id: int, values: dict[str, Any], *, now: datetime
+) -> None:
+    """Update plain fields of a campaign. Raises NotFound."""
+    result = conn.execute(
+        update(campaigns).where(campaigns.c.id == campaign_id).values(**values, updated_at=now)
+    )
+    if result.rowcount != 1:
+        raise NotFound(f"no campaign with id {campaign_id}")

@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
+from herald.domain.clock import as_utc
 from herald.store.deliveries import eligible_subscribers
 from herald.store.tables import campaigns, deliveries, subscribers
 
@@ -62,6 +63,34 @@ def claim(
     eligible (unsubscribed, suppressed, blocklisted) are returned with
     ``eligible=False`` so the caller acks them as failed without sending.
     """
+    expires = now + timedelta(seconds=lease_ttl)
+    budgets = _rate_budgets(conn, now)
+    rows = _claim_rows(conn, owner, limit, expires, now, exclude=list(budgets))
+    for campaign_id, (allowed, tokens) in budgets.items():
+        want = min(allowed, limit - len(rows))
+        got = _claim_rows(conn, owner, want, expires, now, only=campaign_id) if want > 0 else []
+        conn.execute(
+            update(campaigns)
+            .where(campaigns.c.id == campaign_id)
+            .values(rate_tokens=tokens - len(got), rate_at=now)
+        )
+        rows.extend(got)
+    if not rows:
+        return []
+    return _with_subscribers(conn, rows)
+
+
+def _claim_rows(
+    conn: Connection,
+    owner: str,
+    limit: int,
+    expires: datetime,
+    now: datetime,
+    *,
+    exclude: Sequence[int] = (),
+    only: int | None = None,
+) -> list[Any]:
+    """Claim due rows of running campaigns (all but ``exclude``, or just ``only``)."""
     due = (
         select(deliveries.c.id)
         .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
@@ -73,30 +102,58 @@ def claim(
         .order_by(deliveries.c.due_at, deliveries.c.id)
         .limit(limit)
     )
+    if only is not None:
+        due = due.where(deliveries.c.campaign_id == only)
+    elif exclude:
+        due = due.where(deliveries.c.campaign_id.not_in(list(exclude)))
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=deliveries)
-    expires = now + timedelta(seconds=lease_ttl)
-    rows = conn.execute(
-        update(deliveries)
-        .where(deliveries.c.id.in_(due.scalar_subquery()))
-        .values(
-            status="sending",
-            lease_owner=owner,
-            lease_expires=expires,
-            lease_epoch=deliveries.c.lease_epoch + 1,
-            updated_at=now,
-        )
-        .returning(
-            deliveries.c.id,
-            deliveries.c.campaign_id,
-            deliveries.c.subscriber_id,
-            deliveries.c.lease_epoch,
-            deliveries.c.attempts,
-        )
-    ).all()
-    if not rows:
-        return []
-    return _with_subscribers(conn, rows)
+    return list(
+        conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()))
+            .values(
+                status="sending",
+                lease_owner=owner,
+                lease_expires=expires,
+                lease_epoch=deliveries.c.lease_epoch + 1,
+                updated_at=now,
+            )
+            .returning(
+                deliveries.c.id,
+                deliveries.c.campaign_id,
+                deliveries.c.subscriber_id,
+                deliveries.c.lease_epoch,
+                deliveries.c.attempts,
+            )
+        ).all()
+    )
+
+
+def _rate_budgets(conn: Connection, now: datetime) -> dict[int, tuple[int, float]]:
+    """For each running, rate-limited campaign: (rows claimable now, tokens available).
+
+    A token bucket per campaign, stored on the campaign row so every node draws
+    from the same one; it refills at ``rate_limit`` per second up to one
+    second's worth (at least one message). On PostgreSQL the rows are locked
+    (``FOR UPDATE``) so two nodes cannot spend the same tokens.
+    """
+    query = select(
+        campaigns.c.id, campaigns.c.rate_limit, campaigns.c.rate_tokens, campaigns.c.rate_at
+    ).where(campaigns.c.status == "running", campaigns.c.rate_limit.is_not(None))
+    if conn.dialect.name == "postgresql":
+        query = query.with_for_update(of=campaigns)
+    budgets = {}
+    for row in conn.execute(query):
+        rate = float(row.rate_limit)
+        burst = max(rate, 1.0)
+        if row.rate_at is None:
+            tokens = burst
+        else:
+            elapsed = max(0.0, (now - as_utc(row.rate_at)).total_seconds())
+            tokens = min(burst, float(row.rate_tokens or 0.0) + rate * elapsed)
+        budgets[int(row.id)] = (int(tokens), tokens)
+    return budgets
 
 
 def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:

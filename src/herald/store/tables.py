@@ -107,6 +107,9 @@ campaigns = Table(
     Column("send_at", DateTime(timezone=True), nullable=True),
     # Messages per second for the whole campaign; NULL = as fast as relays allow.
     Column("rate_limit", Float, nullable=True),
+    # Token bucket shared by every node: tokens left at ``rate_at``.
+    Column("rate_tokens", Float, nullable=True),
+    Column("rate_at", DateTime(timezone=True), nullable=True),
     # True once every recipient row has been materialised into deliveries;
     # until then ``materialise_cursor`` is the last subscriber id done.
     Column("materialised", Boolean, nullable=False, default=False),
