@@ -83,9 +83,11 @@ def test_it_holds_a_rate_limit_across_two_nodes(engine: Engine, sink: Sink) -> N
             )
         )
     assert len(sent) == 60
-    # Token bucket: at most one second's burst plus the rate in any one-second window.
+    # The bucket meters claims; sent_at is the ack commit time, which trails the
+    # send by up to an ack group and a claim batch. So check two-second windows:
+    # at most one second's burst plus two seconds of rate.
     for i, start in enumerate(sent):
-        in_window = sum(1 for t in sent[i:] if t < start + timedelta(seconds=1))
-        assert in_window <= 2 * rate + 1, f"{in_window} messages within one second"
+        in_window = sum(1 for t in sent[i:] if t < start + timedelta(seconds=2))
+        assert in_window <= 3 * rate + 1, f"{in_window} messages within two seconds"
     span = (sent[-1] - sent[0]).total_seconds()
     assert span >= (60 - 2 * rate) / rate  # the limit really applied

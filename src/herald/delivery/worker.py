@@ -29,13 +29,14 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from herald.delivery.kits import SendKit, make_kit
 from herald.delivery.smtp import SmtpConnection
 from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig
 from herald.domain.replies import SendOutcome
-from herald.errors import HeraldError, RenderError
+from herald.errors import DatabaseUnavailable, HeraldError, RenderError
 from herald.services import outbox
 from herald.store.claims import Ack, Claimed
 
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 ACK_GROUP_SECONDS = 0.005
 ACK_GROUP_MAX = 500
 RELAY_COOLDOWN_SECONDS = 30.0
+DB_RETRY_SECONDS = 1.0
+DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError)
 
 
 @dataclass
@@ -141,13 +144,18 @@ class Worker:
                 await _wait(stop, 0.01)
                 continue
             started = time.monotonic()
-            rows = await asyncio.to_thread(
-                outbox.claim_batch,
-                self.engine,
-                owner=self.opts.node_name,
-                limit=self.opts.batch_size,
-                lease_ttl=self.opts.lease_ttl,
-            )
+            try:
+                rows = await asyncio.to_thread(
+                    outbox.claim_batch,
+                    self.engine,
+                    owner=self.opts.node_name,
+                    limit=self.opts.batch_size,
+                    lease_ttl=self.opts.lease_ttl,
+                )
+            except DB_ERRORS as exc:
+                log.warning("claim failed (%s); retrying", _describe(exc))
+                await _wait(stop, DB_RETRY_SECONDS)
+                continue
             deadline = started + self.opts.lease_ttl - self.lease_margin
             for row in rows:
                 job = Job(row, deadline)
@@ -176,6 +184,9 @@ class Worker:
         if not await self._still_sendable(job):
             return
         kit = await self._kit(row.campaign_id)
+        if kit is None:
+            self._release(job)
+            return
         if isinstance(kit, HeraldError):
             self._ack(job, "failed", None, f"campaign cannot be rendered: {kit.message}")
             return
@@ -321,14 +332,19 @@ class Worker:
 
     async def _keeper(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            await self._renew()
-            await asyncio.to_thread(
-                outbox.housekeeping, self.engine, max_attempts=self.opts.max_attempts
-            )
-            if self._kits:
-                self._campaign_status = await asyncio.to_thread(
-                    outbox.campaign_statuses, self.engine, list(self._kits)
+            try:
+                await self._renew()
+                await asyncio.to_thread(
+                    outbox.housekeeping, self.engine, max_attempts=self.opts.max_attempts
                 )
+                if self._kits:
+                    self._campaign_status = await asyncio.to_thread(
+                        outbox.campaign_statuses, self.engine, list(self._kits)
+                    )
+            except DB_ERRORS as exc:
+                # Leases are not renewed meanwhile, so held rows run out on
+                # this node's clock and are not sent: nothing races a takeover.
+                log.warning("housekeeping failed (%s); retrying", _describe(exc))
             await _wait(stop, self.opts.keeper_interval)
 
     async def _renew(self) -> None:
@@ -350,12 +366,17 @@ class Worker:
             if job is not None:
                 job.deadline = deadline
 
-    async def _kit(self, campaign_id: int) -> SendKit | HeraldError:
+    async def _kit(self, campaign_id: int) -> SendKit | HeraldError | None:
+        """The campaign's send kit, its permanent error, or None if the database failed."""
         kit = self._kits.get(campaign_id)
         if kit is None:
             try:
                 campaign = await asyncio.to_thread(outbox.load_campaign, self.engine, campaign_id)
-                self._campaign_status[campaign_id] = str(campaign["status"])
+            except DB_ERRORS as exc:
+                log.warning("cannot load campaign %s (%s)", campaign_id, _describe(exc))
+                return None
+            self._campaign_status[campaign_id] = str(campaign["status"])
+            try:
                 kit = make_kit(campaign, secret=self.opts.secret, base_url=self.opts.base_url)
             except HeraldError as exc:
                 kit = exc
@@ -372,20 +393,22 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-async def _retrying(call: Callable[[], Awaitable[int]], attempts: int = 20) -> int:
-    """Run a database write, retrying while the database is unreachable.
+async def _retrying(call: Callable[[], Awaitable[int]]) -> int:
+    """Run a database write, retrying for as long as the database is unreachable.
 
     Acks must not be dropped: a worker that cannot record results keeps trying
-    (with backoff) rather than losing what the relays already accepted.
+    (with backoff) rather than losing what the relays already accepted. A drain
+    therefore waits for the database rather than exiting with unrecorded acks.
     """
     delay = 0.1
-    for attempt in range(attempts):
+    while True:
         try:
             return await call()
-        except Exception as exc:
-            if attempt == attempts - 1:
-                raise
-            log.warning("database write failed (%s); retrying in %.1fs", exc, delay)
+        except DB_ERRORS as exc:
+            log.warning("database write failed (%s); retrying in %.1fs", _describe(exc), delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-    raise AssertionError("unreachable")
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

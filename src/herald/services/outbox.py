@@ -1,7 +1,9 @@
 """The worker's transactions on the outbox: claim, ack, release, housekeeping.
 
 Each function is one short transaction; no transaction is ever held across
-network I/O (the worker sends between them).
+network I/O (the worker sends between them). Each is retried on a fresh
+connection when the database connection is lost (failover); every statement
+here is a guarded update or an idempotent insert, so a replay is harmless.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from herald.domain.clock import utcnow
 from herald.domain.states import SuppressionReason
 from herald.store import campaigns as store_campaigns
 from herald.store import claims, suppressions
 from herald.store import deliveries as store_deliveries
+from herald.store.retry import run_in_transaction
 
 MATERIALISE_CHUNK = 5_000
 
@@ -35,8 +38,12 @@ def claim_batch(
     engine: Engine, *, owner: str, limit: int, lease_ttl: float
 ) -> list[claims.Claimed]:
     """Claim up to ``limit`` deliveries for ``owner`` (see store.claims.claim)."""
-    with engine.begin() as conn:
-        return claims.claim(conn, owner=owner, limit=limit, lease_ttl=lease_ttl, now=utcnow())
+    return run_in_transaction(
+        engine,
+        lambda conn: claims.claim(
+            conn, owner=owner, limit=limit, lease_ttl=lease_ttl, now=utcnow()
+        ),
+    )
 
 
 def record_results(
@@ -47,24 +54,27 @@ def record_results(
     Side effect: ``bounced`` addresses are added to the suppression list in the
     same transaction as their acks.
     """
-    now = utcnow()
-    with engine.begin() as conn:
+
+    def write(conn: Connection) -> int:
+        now = utcnow()
         refused = claims.ack(conn, acks, owner=owner, now=now)
         suppressions.suppress(
             conn, bounced, reason=SuppressionReason.HARD_BOUNCE.value, source="smtp", now=now
         )
         return refused
 
+    return run_in_transaction(engine, write)
+
 
 def release_claims(engine: Engine, items: Sequence[tuple[int, int]], *, owner: str) -> int:
     """Give back unsent claimed rows; returns how many were released."""
-    with engine.begin() as conn:
-        return claims.release(conn, items, owner=owner, now=utcnow())
+    return run_in_transaction(
+        engine, lambda conn: claims.release(conn, items, owner=owner, now=utcnow())
+    )
 
 
 def campaign_statuses(engine: Engine, campaign_ids: Sequence[int]) -> dict[int, str]:
-    with engine.begin() as conn:
-        return store_campaigns.statuses(conn, campaign_ids)
+    return run_in_transaction(engine, lambda conn: store_campaigns.statuses(conn, campaign_ids))
 
 
 def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> Housekeeping:
@@ -74,11 +84,16 @@ def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> House
     Safe on every node at once: each step is a guarded update. Each chunk is
     its own transaction so materialising a huge list never holds a long lock.
     """
-    now = utcnow()
-    with engine.begin() as conn:
-        started = store_campaigns.start_due(conn, now=now)
-        requeued, failed = claims.requeue_expired(conn, now=now, max_attempts=max_attempts)
-        todo = store_campaigns.running_unmaterialised(conn)
+
+    def first_steps(conn: Connection) -> tuple[list[int], tuple[int, int], list[tuple[int, int]]]:
+        now = utcnow()
+        return (
+            store_campaigns.start_due(conn, now=now),
+            claims.requeue_expired(conn, now=now, max_attempts=max_attempts),
+            store_campaigns.running_unmaterialised(conn),
+        )
+
+    started, (requeued, failed), todo = run_in_transaction(engine, first_steps)
     inserted = 0
     for campaign_id, cursor in todo:
         for _ in range(chunks):
@@ -90,8 +105,9 @@ def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> House
             if nxt is None:
                 break
             cursor = nxt
-    with engine.begin() as conn:
-        finished = store_campaigns.finish_if_done(conn, now=utcnow())
+    finished = run_in_transaction(
+        engine, lambda conn: store_campaigns.finish_if_done(conn, now=utcnow())
+    )
     return Housekeeping(
         requeued=requeued,
         failed=failed,
@@ -106,22 +122,26 @@ class _LostRace(Exception):
 
 
 def _materialise_one(engine: Engine, campaign_id: int, cursor: int) -> tuple[int, int | None]:
-    now = utcnow()
-    with engine.begin() as conn:
+
+    def chunk(conn: Connection) -> tuple[int, int | None]:
+        now = utcnow()
         n, nxt = store_deliveries.materialise_chunk(
             conn, campaign_id, after=cursor, chunk=MATERIALISE_CHUNK, now=now
         )
         if not store_campaigns.advance_cursor(conn, campaign_id, old=cursor, new=nxt, now=now):
             raise _LostRace
-    return n, nxt
+        return n, nxt
+
+    return run_in_transaction(engine, chunk)
 
 
 def renew_leases(engine: Engine, ids: Sequence[int], *, owner: str, lease_ttl: float) -> list[int]:
     """Extend the leases this node still holds; returns the ids renewed."""
-    with engine.begin() as conn:
-        return claims.renew(conn, ids, owner=owner, lease_ttl=lease_ttl, now=utcnow())
+    return run_in_transaction(
+        engine,
+        lambda conn: claims.renew(conn, ids, owner=owner, lease_ttl=lease_ttl, now=utcnow()),
+    )
 
 
 def load_campaign(engine: Engine, campaign_id: int) -> dict[str, object]:
-    with engine.begin() as conn:
-        return store_campaigns.get_campaign(conn, campaign_id)
+    return run_in_transaction(engine, lambda conn: store_campaigns.get_campaign(conn, campaign_id))

@@ -242,39 +242,51 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
     return len(acks) - max(done, 0)
 
 
-def requeue_expired(conn: Connection, *, now: datetime, max_attempts: int) -> tuple[int, int]:
+def requeue_expired(
+    conn: Connection, *, now: datetime, max_attempts: int, limit: int = 5000
+) -> tuple[int, int]:
     """Return rows whose lease expired to ``pending`` (``attempts + 1``).
 
     Rows that already used ``max_attempts`` become ``failed`` instead.
     Returns (re-queued, failed). Safe to run on every node: a row is moved by
-    whichever node's UPDATE reaches it first; the other matches nothing.
+    whichever node's UPDATE reaches it first; the other matches nothing. On
+    PostgreSQL rows locked by another transaction are skipped, not waited
+    for: a node frozen in the middle of a transaction must not stall the
+    nodes that are taking over its work (they retry on the next pass).
     """
-    expired = and_(deliveries.c.status == "sending", deliveries.c.lease_expires < now)
-    failed = conn.execute(
-        update(deliveries)
-        .where(expired, deliveries.c.attempts + 1 >= max_attempts)
-        .values(
-            status="failed",
-            attempts=deliveries.c.attempts + 1,
-            last_reply="lease expired too many times",
-            lease_owner=None,
-            lease_expires=None,
-            updated_at=now,
-        )
-    ).rowcount
-    requeued = conn.execute(
-        update(deliveries)
-        .where(expired)
-        .values(
-            status="pending",
-            attempts=deliveries.c.attempts + 1,
-            lease_owner=None,
-            lease_expires=None,
-            due_at=now,
-            updated_at=now,
-        )
-    ).rowcount
+    failed = _requeue(
+        conn,
+        now,
+        limit,
+        deliveries.c.attempts + 1 >= max_attempts,
+        status="failed",
+        last_reply="lease expired too many times",
+    )
+    requeued = _requeue(conn, now, limit, None, status="pending", due_at=now)
     return requeued, failed
+
+
+def _requeue(conn: Connection, now: datetime, limit: int, extra: Any, **values: Any) -> int:
+    expired = select(deliveries.c.id).where(
+        deliveries.c.status == "sending", deliveries.c.lease_expires < now
+    )
+    if extra is not None:
+        expired = expired.where(extra)
+    expired = expired.limit(limit)
+    if conn.dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)
+    result = conn.execute(
+        update(deliveries)
+        .where(deliveries.c.id.in_(expired.scalar_subquery()))
+        .values(
+            attempts=deliveries.c.attempts + 1,
+            lease_owner=None,
+            lease_expires=None,
+            updated_at=now,
+            **values,
+        )
+    )
+    return max(result.rowcount, 0)
 
 
 def release(

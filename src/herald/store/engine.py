@@ -4,55 +4,98 @@ SQLite (embedded default): WAL, ``synchronous=FULL``, foreign keys on, a busy
 timeout, and every transaction opened with ``BEGIN IMMEDIATE`` so that two
 processes never deadlock upgrading a read lock to a write lock.
 PostgreSQL: psycopg 3; ``pool_pre_ping`` so a connection that died with a
-failed-over primary is replaced rather than handed out.
+failed-over primary is replaced rather than handed out. A libpq multi-host URL
+(``postgresql://u@h1:p1,h2:p2/db?target_session_attrs=read-write``) is
+accepted and rewritten to SQLAlchemy's multi-host form (``?host=h1:p1&host=h2:p2``);
+libpq then tries the hosts in order and keeps the first that accepts writes.
+A ``connect_timeout`` is always set so a host that does not answer is skipped
+after a few seconds instead of the OS default of minutes.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
 
 from herald.errors import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
+DEFAULT_CONNECT_TIMEOUT = 3
+IDLE_TX_TIMEOUT_MS = 2000
 
 
 def normalise_url(url: str) -> str:
-    """Map the user-facing URL forms to SQLAlchemy URLs (psycopg 3 driver)."""
-    if url.startswith("postgresql://"):
-        return "postgresql+psycopg://" + url[len("postgresql://") :]
-    if url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url[len("postgres://") :]
+    """Map the user-facing URL forms to SQLAlchemy URLs (psycopg 3 driver).
+
+    ``postgres://`` and ``postgresql://`` become ``postgresql+psycopg://``; a
+    comma-separated host list in the authority becomes repeated ``host=h:p``
+    query parameters, the form SQLAlchemy's PostgreSQL dialects accept.
+    Anything else is returned unchanged.
+    """
+    for scheme in PG_SCHEMES:
+        if url.startswith(scheme):
+            return _multihost_to_query("postgresql+psycopg://" + url[len(scheme) :])
     return url
+
+
+def _multihost_to_query(url: str) -> str:
+    """Rewrite ``s://user@h1:p1,h2:p2/db?q`` as ``s://user@/db?host=h1:p1&host=h2:p2&q``."""
+    scheme, _, rest = url.partition("://")
+    authority, slash, path_query = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    if "," not in hostlist:
+        return url
+    path, _, query = path_query.partition("?")
+    hosts = [("host", h.strip()) for h in hostlist.split(",") if h.strip()]
+    params = urlencode(hosts + parse_qsl(query, keep_blank_values=True), safe=":,")
+    return f"{scheme}://{userinfo}{at}{slash or '/'}{path}?{params}"
 
 
 def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 5, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+) -> Engine:
     """Create an engine for ``url``; SQLite parent directories are created.
 
-    Raises ConfigError for an unsupported URL.
+    ``connect_timeout`` (seconds, per PostgreSQL host) applies unless the URL
+    sets its own. Raises ConfigError for an unsupported URL.
     """
     url = normalise_url(url)
     if url.startswith("sqlite:"):
         return _sqlite_engine(url)
     if url.startswith("postgresql+psycopg:"):
-        return create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=pool_size,
-            pool_pre_ping=True,
-            pool_recycle=1800,
-        )
+        return _postgres_engine(url, pool_size=pool_size, connect_timeout=connect_timeout)
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
+
+
+def _postgres_engine(url: str, *, pool_size: int, connect_timeout: int) -> Engine:
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in make_url(url).query:
+        connect_args["connect_timeout"] = connect_timeout
+    # Herald's transactions last milliseconds. A session idle inside one for
+    # seconds belongs to a frozen or stuck node: the server ends it, so the
+    # row locks it holds cannot stall the nodes taking over its work.
+    connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}"
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
 
 
 def _sqlite_engine(url: str) -> Engine:
