@@ -60,6 +60,7 @@ class Behaviour:
     deliver_dropped: bool = True  # record a message dropped after its dot
     credentials: tuple[str, str] | None = None
     refuse: bool = False
+    pipelining: bool = False  # advertise PIPELINING (aiosmtpd handles it but does not say so)
 
 
 def ok() -> Behaviour:
@@ -275,7 +276,9 @@ class _Handler:
         await self._pause()
         session.host_name = host
         fixed = self._fixed("ehlo")
-        return [fixed] if fixed else rs
+        if fixed:
+            return [fixed]
+        return [*rs[:-1], "250-PIPELINING", rs[-1]] if self.b.pipelining else rs
 
     async def handle_MAIL(self, server: Any, session: Any, env: Any, addr: str, opts: Any) -> str:
         await self._pause()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from herald.cli.campaigns import show_report
+from herald.cli.context import run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console
 from herald.node import NodeState, run_node
@@ -37,4 +38,4 @@ def run_demo(runtime: Runtime, *, subscribers_count: int, exit_after: bool) -> N
         if exit_after:
             stop.set()
 
-    asyncio.run(run_node(runtime, http=True, worker=True, on_ready=ready, stop=stop))
+    run_async(run_node(runtime, http=True, worker=True, on_ready=ready, stop=stop))

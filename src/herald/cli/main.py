@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from herald import __version__
 from herald.cli import campaigns, lists, nodes, subscribers
-from herald.cli.context import CliContext, cli_context
+from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
 from herald.errors import HeraldError
@@ -114,7 +113,7 @@ def up(ctx: typer.Context, host: HostOpt = None, port: PortOpt = None) -> None:
     async def ready(state: NodeState) -> None:
         print_banner(runtime.settings, state, runtime.engine.url.render_as_string())
 
-    asyncio.run(run_node(runtime, http=True, worker=True, on_ready=ready))
+    run_async(run_node(runtime, http=True, worker=True, on_ready=ready))
     console.print("Herald stopped.")
 
 
@@ -128,7 +127,7 @@ def worker(ctx: typer.Context) -> None:
     async def ready(state: NodeState) -> None:
         print_banner(runtime.settings, state, runtime.engine.url.render_as_string(), http=False)
 
-    asyncio.run(run_node(runtime, http=False, worker=True, on_ready=ready))
+    run_async(run_node(runtime, http=False, worker=True, on_ready=ready))
 
 
 @app.command()

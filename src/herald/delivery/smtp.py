@@ -2,10 +2,14 @@
 
 `SmtpConnection.send` runs one transaction (one sender, one recipient, one
 message) over a connection that stays open between messages, and returns a
-classified `SendOutcome` instead of raising. aiosmtplib does the wire work; the
-DATA phase is driven here command by command because its ``data()`` cannot tell
-"dropped before the final dot" (safe to retry) from "dropped after the final
-dot, before the reply" (the relay may have accepted the message).
+classified `SendOutcome` instead of raising. aiosmtplib opens the session
+(connect, EHLO, STARTTLS or implicit TLS, AUTH); then an `SmtpWire` takes the
+transport over and each message costs two writes and two round trips when the
+relay offers PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, then the
+body with its final dot. Without PIPELINING the commands go one at a time. The
+body is written here, not by aiosmtplib's ``data()``, to tell "dropped before
+the final dot" (safe to retry) from "dropped after the final dot, before the
+reply" (the relay may have accepted the message).
 """
 
 from __future__ import annotations
@@ -15,29 +19,50 @@ import contextlib
 import logging
 import re
 import ssl
+import time
+from typing import cast
 
 import aiosmtplib
-from aiosmtplib import SMTPException, SMTPResponseException, SMTPServerDisconnected
+from aiosmtplib import SMTPException, SMTPResponseException
 
+from herald.delivery.smtpwire import Reply, SmtpWire, WireClosed, prepare_body
 from herald.domain.relays import RelayConfig
 from herald.domain.replies import SendOutcome, Stage, classify, relay_fault
 
 log = logging.getLogger(__name__)
 
-_CRLF_RE = re.compile(rb"\r\n|\n|\r")
-_LEADING_DOT_RE = re.compile(rb"(?m)^\.")
-_END_OF_DATA = b".\r\n"
 # Control characters would inject commands; spaces and angle brackets break the path.
 _BAD_ADDRESS = re.compile(r"[\x00-\x20\x7f<>]")
 _QUIT_TIMEOUT = 2.0
+# The envelope's stages, in order, and the replies that let the transaction go on.
+_STEPS: tuple[tuple[Stage, frozenset[int]], ...] = (
+    ("mail", frozenset({250})),
+    ("rcpt", frozenset({250, 251})),
+    ("data", frozenset({354})),
+)
 
 
 class _Refused(Exception):
-    """The relay answered a command with a failure code; the session survives."""
+    """The relay answered with a failure code; the session survives unless ``abandon``."""
 
-    def __init__(self, stage: Stage, code: int, message: str) -> None:
-        super().__init__(stage, code, message)
-        self.stage, self.code, self.message = stage, code, message
+    def __init__(self, stage: Stage, reply: Reply, *, abandon: bool = False) -> None:
+        super().__init__(stage, reply)
+        self.stage, self.reply, self.abandon = stage, reply, abandon
+
+
+class _Lost(Exception):
+    """No reply came at ``stage`` (dropped connection or timeout); the session is dead.
+
+    ``stale``: nothing was sent on a session the relay had already closed, so a
+    fresh session may retry. ``after_dot``: the final dot was written.
+    """
+
+    def __init__(
+        self, stage: Stage, exc: OSError, *, stale: bool = False, after_dot: bool = False
+    ) -> None:
+        super().__init__(stage, exc)
+        self.stage, self.stale, self.after_dot = stage, stale, after_dot
+        self.message = str(exc) or type(exc).__name__
 
 
 class SmtpConnection:
@@ -51,7 +76,8 @@ class SmtpConnection:
     def __init__(self, relay: RelayConfig, *, local_hostname: str | None = None) -> None:
         self._relay = relay
         self._local_hostname = local_hostname
-        self._client: aiosmtplib.SMTP | None = None
+        self._wire: SmtpWire | None = None
+        self._extensions: frozenset[str] = frozenset()
         self._lock = asyncio.Lock()
         self.connects = 0
         """How many sessions this object has opened (for metrics and tests)."""
@@ -63,10 +89,23 @@ class SmtpConnection:
     @property
     def is_open(self) -> bool:
         """True while a session is established (it may still be dropped by the relay)."""
-        return self._client is not None and self._client.is_connected
+        return self._wire is not None and self._wire.is_open
 
-    async def send(self, mail_from: str, rcpt: str, data: bytes) -> SendOutcome:
+    @property
+    def pipelining(self) -> bool:
+        """True when the open session's relay offered PIPELINING (False when closed)."""
+        return self.is_open and "pipelining" in self._extensions
+
+    async def send(
+        self, mail_from: str, rcpt: str, data: bytes, *, deadline: float | None = None
+    ) -> SendOutcome:
         """Send ``data`` from ``mail_from`` to the single recipient ``rcpt``.
+
+        ``deadline`` (``time.monotonic()`` seconds) is checked once more after
+        the relay said 354, just before the body goes out: past it, the session
+        is dropped without a final dot, so the relay delivers nothing. A sender
+        whose lease ran out meanwhile (a frozen process, a slow relay) thus
+        never completes a message another node may now own.
 
         Opens the session first if needed (connect, EHLO, STARTTLS or implicit
         TLS, AUTH). ``data`` is the whole message; line endings are normalised
@@ -78,7 +117,9 @@ class SmtpConnection:
         """
         async with self._lock:
             try:
-                return await self._send_once(mail_from, rcpt, data, may_retry=True)
+                return await self._send_once(
+                    mail_from, rcpt, data, may_retry=True, deadline=deadline
+                )
             except BaseException:
                 # Cancelled mid-transaction: the session state is unknown.
                 self._drop()
@@ -94,103 +135,139 @@ class SmtpConnection:
             failure = None if self.is_open else await self._open()
             if failure is not None:
                 return failure
-            client = self._require_client()
             try:
-                reply = await client.execute_command(b"NOOP")
-            except (SMTPException, OSError) as exc:
+                reply = await self._command(b"NOOP\r\n", self._relay.timeout)
+            except OSError as exc:
                 self._drop()
-                return classify("ehlo", None, str(exc))
+                return classify("ehlo", None, str(exc) or type(exc).__name__)
             if reply.code != 250:
                 self._drop()
-                return classify("ehlo", reply.code, reply.message)
-            return SendOutcome("sent", reply.code, f"noop: {reply.code} {reply.message}")
+                return classify("ehlo", reply.code, reply.text)
+            return SendOutcome("sent", reply.code, f"noop: {reply.code} {reply.text}")
 
     async def close(self) -> None:
         """Say QUIT (briefly, best effort) and close the session. Idempotent."""
         async with self._lock:
-            client, self._client = self._client, None
-            if client is None:
-                return
-            if client.is_connected:
-                with contextlib.suppress(SMTPException, OSError):
-                    await client.quit(timeout=min(self._relay.timeout, _QUIT_TIMEOUT))
-            client.close()
+            if self.is_open:
+                with contextlib.suppress(OSError):
+                    await self._command(b"QUIT\r\n", min(self._relay.timeout, _QUIT_TIMEOUT))
+            self._drop()
 
     async def _send_once(
-        self, mail_from: str, rcpt: str, data: bytes, *, may_retry: bool
+        self, mail_from: str, rcpt: str, data: bytes, *, may_retry: bool, deadline: float | None
     ) -> SendOutcome:
         reused = self.is_open
         if not reused:
             failure = await self._open()
             if failure is not None:
                 return failure
-        client = self._require_client()
+        wire = self._wire
+        assert wire is not None  # set by _open
         try:
-            return await self._transact(client, mail_from, rcpt, data)
+            return await self._transact(wire, mail_from, rcpt, data, deadline)
         except _Refused as refused:
-            await self._reset_after(refused.stage, client)
-            return classify(refused.stage, refused.code, refused.message)
-        except _Stale as stale:
-            if reused and may_retry:
-                return await self._send_once(mail_from, rcpt, data, may_retry=False)
-            return classify("mail", None, str(stale))
+            await self._reset_after(refused)
+            return classify(refused.stage, refused.reply.code, refused.reply.text)
+        except _Lost as lost:
+            self._drop()
+            if lost.stale and reused and may_retry:
+                return await self._send_once(
+                    mail_from, rcpt, data, may_retry=False, deadline=deadline
+                )
+            return classify(lost.stage, None, lost.message, after_dot=lost.after_dot)
 
     async def _transact(
-        self, client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes
+        self, wire: SmtpWire, mail_from: str, rcpt: str, data: bytes, deadline: float | None
     ) -> SendOutcome:
-        """MAIL, RCPT, DATA, body. Raises `_Refused` for a failure reply, `_Stale`
-        when the session turns out to be closed before anything was sent."""
+        """MAIL, RCPT, DATA, body. Raises `_Refused` for a failure reply, `_Lost`
+        when a reply does not come."""
         if _BAD_ADDRESS.search(rcpt) or not rcpt:
             return SendOutcome("bounce", None, f"rcpt: invalid address {rcpt[:100]!r}")
         if _BAD_ADDRESS.search(mail_from):
             return relay_fault("mail", f"invalid sender address {mail_from[:100]!r}")
         try:
-            mail_args = _mail_args(client, mail_from, rcpt, data)
+            mail = _mail_command(self._extensions, mail_from, rcpt, data)
         except UnicodeError:
             return relay_fault("mail", "an address needs SMTPUTF8, which the relay lacks")
-        stage: Stage = "mail"
+        commands = (mail, b"RCPT TO:<" + rcpt.encode() + b">\r\n", b"DATA\r\n")
+        await self._envelope(wire, commands, pipelined="pipelining" in self._extensions)
+        body = prepare_body(data)
+        if deadline is not None and time.monotonic() > deadline:
+            self._drop()  # no final dot: the relay discards the transaction
+            return SendOutcome("temporary", None, "data: lease ran out before the body; not sent")
         try:
-            await _expect(client, stage, (250,), b"MAIL", *mail_args)
-            stage = "rcpt"
-            await _expect(client, stage, (250, 251), b"RCPT", b"TO:<" + rcpt.encode() + b">")
-            stage = "data"
-            await _expect(client, stage, (354,), b"DATA")
-            reply = await self._send_body(client, data)
-        except (SMTPException, OSError) as exc:
-            if isinstance(exc, SMTPResponseException) and exc.code > 0:
-                raise _Refused(stage, exc.code, exc.message) from exc
-            self._drop()
-            if stage == "mail" and isinstance(exc, ConnectionError):
-                raise _Stale(str(exc)) from exc
-            after_dot = isinstance(exc, _AfterDot)
-            message = str(exc) or type(exc).__name__
-            return classify("dot" if after_dot else stage, None, message, after_dot=after_dot)
-        if reply.code // 100 != 2:
-            raise _Refused("dot", reply.code, reply.message)
-        return classify("dot", reply.code, reply.message)
-
-    async def _send_body(self, client: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
-        protocol = client.protocol
-        if protocol is None:
-            raise SMTPServerDisconnected("connection lost before the message body")
-        # The write below hands over the final dot: from here on, a lost reply
+            wire.write(body, replies=1)
+        except OSError as exc:
+            raise _Lost("data", exc) from exc
+        # The write above handed over the final dot: from here on, a lost reply
         # means the relay may have the message.
-        protocol.write(_prepare_body(data))
         try:
-            return await protocol.read_response(timeout=self._relay.timeout)
-        except (SMTPException, OSError) as exc:
-            raise _AfterDot(str(exc)) from exc
+            reply = await wire.read(self._relay.timeout)
+        except OSError as exc:
+            raise _Lost("dot", exc, after_dot=True) from exc
+        if reply.code // 100 != 2:
+            raise _Refused("dot", reply)
+        return classify("dot", reply.code, reply.text)
 
-    async def _reset_after(self, stage: Stage, client: aiosmtplib.SMTP) -> None:
-        """Clear the envelope after a refusal, or drop a session the relay is closing."""
-        if not client.is_connected:
+    async def _envelope(
+        self, wire: SmtpWire, commands: tuple[bytes, ...], *, pipelined: bool
+    ) -> None:
+        """Send MAIL, RCPT and DATA; return when the relay waits for the body.
+
+        Pipelined: one write, then every reply is read even after a refusal
+        (RFC 2920), and the first refusal is raised as `_Refused`. Otherwise one
+        command at a time, stopping at the first refusal. Raises `_Lost` when a
+        reply does not come before any refusal; `stale` if it was the first one.
+        """
+        timeout = self._relay.timeout
+        refused: _Refused | None = None
+        if pipelined:
+            self._write(wire, "mail", b"".join(commands))
+        for (stage, accepted), command in zip(_STEPS, commands, strict=True):
+            if not pipelined:
+                self._write(wire, stage, command)
+            try:
+                reply = await wire.read(timeout)
+            except OSError as exc:
+                if refused is not None:
+                    refused.abandon = True  # a reply is still due: the session is unusable
+                    raise refused from exc
+                stale = stage == "mail" and isinstance(exc, ConnectionError)
+                raise _Lost(stage, exc, stale=stale) from exc
+            if refused is None and reply.code not in accepted:
+                refused = _Refused(stage, reply)
+                if not pipelined:
+                    raise refused
+            elif refused is not None and stage == "data" and reply.code == 354:
+                refused.abandon = True  # it waits for a body we will not send
+        if refused is not None:
+            raise refused
+
+    def _write(self, wire: SmtpWire, stage: Stage, commands: bytes) -> None:
+        """Write whole commands (one reply each); `_Lost` if the session is already closed."""
+        try:
+            wire.write(commands, replies=commands.count(b"\r\n"))
+        except WireClosed as exc:
+            raise _Lost(stage, exc, stale=stage == "mail") from exc
+
+    async def _command(self, command: bytes, timeout: float) -> Reply:
+        """Write one command and read its reply; raises `OSError` on a network failure."""
+        wire = self._wire
+        if wire is None:
+            raise WireClosed("not connected")
+        wire.write(command, replies=1)
+        return await wire.read(timeout)
+
+    async def _reset_after(self, refused: _Refused) -> None:
+        """Clear the envelope after a refusal, or drop a session that cannot go on."""
+        if refused.abandon or not self.is_open:
             self._drop()
             return
-        if stage == "dot":
+        if refused.stage == "dot":
             return  # the transaction ended with the reply to the dot
         try:
-            reply = await client.execute_command(b"RSET")
-        except (SMTPException, OSError):
+            reply = await self._command(b"RSET\r\n", self._relay.timeout)
+        except OSError:
             self._drop()
             return
         if reply.code != 250:
@@ -225,60 +302,29 @@ class SmtpConnection:
         except (SMTPException, OSError, ValueError) as exc:
             client.close()
             return _open_failure(stage, exc)
-        self._client = client
+        # The session is idle (every reply read): our wire takes the transport over.
+        self._wire = SmtpWire.take_over(cast(asyncio.Transport, client.transport))
+        self._extensions = frozenset(client.esmtp_extensions)
         self.connects += 1
         log.debug("opened SMTP session to relay %s", relay.name)
         return None
 
     def _drop(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _require_client(self) -> aiosmtplib.SMTP:
-        if self._client is None:
-            raise SMTPServerDisconnected("not connected")
-        return self._client
+        wire, self._wire = self._wire, None
+        if wire is not None:
+            wire.close()
 
 
-class _AfterDot(SMTPException):
-    """No reply was read after the final dot had been written."""
-
-
-class _Stale(SMTPException):
-    """The session was found closed at MAIL FROM: nothing was sent, retrying is safe."""
-
-
-async def _expect(
-    client: aiosmtplib.SMTP, stage: Stage, codes: tuple[int, ...], *args: bytes
-) -> None:
-    reply = await client.execute_command(*args)
-    if reply.code not in codes:
-        raise _Refused(stage, reply.code, reply.message)
-
-
-def _mail_args(client: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes) -> list[bytes]:
-    """MAIL FROM arguments, with SMTPUTF8/8BITMIME only where they are needed."""
-    args = [b"FROM:<" + mail_from.encode("utf-8") + b">"]
+def _mail_command(extensions: frozenset[str], mail_from: str, rcpt: str, data: bytes) -> bytes:
+    """The MAIL FROM command, with SMTPUTF8/8BITMIME only where they are needed."""
+    command = b"MAIL FROM:<" + mail_from.encode("utf-8") + b">"
     if not (mail_from.isascii() and rcpt.isascii()):
-        if not client.supports_extension("smtputf8"):
+        if "smtputf8" not in extensions:
             raise UnicodeEncodeError("ascii", mail_from + rcpt, 0, 1, "needs SMTPUTF8")
-        args.append(b"SMTPUTF8")
-    if not data.isascii() and client.supports_extension("8bitmime"):
-        args.append(b"BODY=8BITMIME")
-    return args
-
-
-def _prepare_body(data: bytes) -> bytes:
-    """The DATA payload: CRLF line endings, leading dots doubled, final dot added."""
-    crlf = data.count(b"\r\n")
-    if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
-        data = _CRLF_RE.sub(b"\r\n", data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT_RE.sub(b"..", data)
-    if not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data + _END_OF_DATA
+        command += b" SMTPUTF8"
+    if not data.isascii() and "8bitmime" in extensions:
+        command += b" BODY=8BITMIME"
+    return command + b"\r\n"
 
 
 def _open_failure(stage: Stage, exc: BaseException) -> SendOutcome:

@@ -31,6 +31,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 DEFAULT_CONNECT_TIMEOUT = 3
 IDLE_TX_TIMEOUT_MS = 2000
+STATEMENT_TIMEOUT_MS = 10000
 
 
 def normalise_url(url: str) -> str:
@@ -87,7 +88,12 @@ def _postgres_engine(url: str, *, pool_size: int, connect_timeout: int) -> Engin
     # Herald's transactions last milliseconds. A session idle inside one for
     # seconds belongs to a frozen or stuck node: the server ends it, so the
     # row locks it holds cannot stall the nodes taking over its work.
-    connect_args["options"] = f"-c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}"
+    # The same holds for a node frozen in the middle of a pipelined statement
+    # (the server then waits for the client, "active"): statement_timeout ends it.
+    connect_args["options"] = (
+        f"-c idle_in_transaction_session_timeout={IDLE_TX_TIMEOUT_MS}"
+        f" -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+    )
     return create_engine(
         url,
         pool_size=pool_size,
