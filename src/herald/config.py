@@ -45,7 +45,6 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1, le=256)
     max_attempts: int = Field(default=6, ge=1)
     retry_base_seconds: float = Field(default=30.0, ge=0)
-    smtp_timeout: float = Field(default=60.0, gt=0)
     capture_port: int = Field(default=2525, ge=0, le=65535)
     heartbeat_interval: float = Field(default=1.0, gt=0)
 

@@ -19,3 +19,12 @@ def test_it_creates_every_table_and_is_idempotent(engine: Engine) -> None:
     } <= names
     before, after = migrate(engine)
     assert before == after == head_revision() == current_revision(engine)
+
+
+def test_it_reports_behind_only_for_a_known_older_revision() -> None:
+    from herald.store.engine import schema_behind
+
+    assert schema_behind(None)
+    assert schema_behind("0001")
+    assert not schema_behind(head_revision())
+    assert not schema_behind("ffff_from_a_newer_version")

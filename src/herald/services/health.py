@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from herald.store.engine import current_revision, head_revision
+from herald.store.engine import current_revision, head_revision, schema_behind
 
 
 def database_problem(engine: Engine) -> str | None:
@@ -19,6 +19,6 @@ def database_problem(engine: Engine) -> str | None:
         revision = current_revision(engine)
     except SQLAlchemyError as exc:
         return f"database unreachable: {type(exc.__cause__ or exc).__name__}"
-    if revision != head_revision():
-        return f"schema at {revision}, expected {head_revision()}: run 'herald init'"
+    if schema_behind(revision):
+        return f"schema at {revision}, this node needs {head_revision()}: run 'herald init'"
     return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
 
 from herald.domain.clock import as_utc
 from herald.store.deliveries import eligible_subscribers
@@ -197,19 +197,23 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
     """Write results back, guarded by owner and epoch.
 
     Returns how many acks were refused because the lease had moved on (another
-    node re-claimed the row after this node's lease expired).
+    node re-claimed the row after this node's lease expired). An ack for a row
+    that was re-queued but not re-claimed since is still accepted.
     """
     if not acks:
         return 0
     stmt = (
         update(deliveries)
         .where(
-            and_(
-                deliveries.c.id == bindparam("b_id"),
-                deliveries.c.lease_owner == owner,
-                deliveries.c.lease_epoch == bindparam("b_epoch"),
-                deliveries.c.status == "sending",
-            )
+            deliveries.c.id == bindparam("b_id"),
+            deliveries.c.lease_epoch == bindparam("b_epoch"),
+            or_(
+                and_(deliveries.c.status == "sending", deliveries.c.lease_owner == owner),
+                # Re-queued after our lease ran out (say, while the database was
+                # unreachable) but not yet re-claimed: the epoch is still ours and
+                # what we did is still the truth. A re-claim bumps the epoch.
+                and_(deliveries.c.status == "pending", deliveries.c.lease_owner.is_(None)),
+            ),
         )
         .values(
             status=bindparam("b_status"),
@@ -262,7 +266,9 @@ def requeue_expired(
         status="failed",
         last_reply="lease expired too many times",
     )
-    requeued = _requeue(conn, now, limit, None, status="pending", due_at=now)
+    # due_at is left as it was, so re-queued rows go out before the rest of the
+    # backlog instead of waiting behind it.
+    requeued = _requeue(conn, now, limit, None, status="pending")
     return requeued, failed
 
 

@@ -155,3 +155,17 @@ def head_revision() -> str:
     head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
     assert head is not None
     return head
+
+
+def schema_behind(revision: str | None) -> bool:
+    """True when the database lacks migrations this code needs.
+
+    A revision this code does not know is newer (a later version migrated
+    the database): migrations are expand/contract, so an older node keeps
+    working during a rolling upgrade and is not reported behind.
+    """
+    if revision == head_revision():
+        return False
+    script = ScriptDirectory(str(MIGRATIONS_DIR))
+    known = {rev.revision for rev in script.walk_revisions()}
+    return revision is None or revision in known

@@ -1,0 +1,75 @@
+"""Claims, leases and guarded acks at the store level, on both backends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine, select
+
+from herald.domain.clock import utcnow
+from herald.services import outbox
+from herald.store import claims
+from herald.store.tables import deliveries
+from tests.factories import add_subscribers, make_campaign, make_list
+
+
+def _prepare(engine: Engine, count: int = 3) -> int:
+    make_list(engine)
+    add_subscribers(engine, 1, count)
+    campaign_id = make_campaign(engine)
+    outbox.housekeeping(engine, max_attempts=5)  # materialise
+    return campaign_id
+
+
+def _statuses(engine: Engine) -> dict[int, str]:
+    with engine.begin() as conn:
+        return {r.id: r.status for r in conn.execute(select(deliveries.c.id, deliveries.c.status))}
+
+
+def _sent(row: claims.Claimed) -> claims.Ack:
+    return claims.Ack(row.delivery_id, row.epoch, "sent", "r", "250 ok", "<m>")
+
+
+def test_it_gives_disjoint_claims_to_two_nodes(engine: Engine) -> None:
+    _prepare(engine, 10)
+    a = outbox.claim_batch(engine, owner="a", limit=6, lease_ttl=30)
+    b = outbox.claim_batch(engine, owner="b", limit=6, lease_ttl=30)
+    assert len(a) == 6
+    assert len(b) == 4
+    assert not {r.delivery_id for r in a} & {r.delivery_id for r in b}
+
+
+def test_it_refuses_a_late_ack_once_another_node_reclaimed_the_row(engine: Engine) -> None:
+    _prepare(engine, 1)
+    [first] = outbox.claim_batch(engine, owner="a", limit=5, lease_ttl=30)
+    with engine.begin() as conn:
+        claims.requeue_expired(conn, now=utcnow() + timedelta(minutes=5), max_attempts=5)
+    [second] = outbox.claim_batch(engine, owner="b", limit=5, lease_ttl=30)
+    assert second.epoch == first.epoch + 1
+
+    assert outbox.record_results(engine, [_sent(first)], owner="a") == 1
+    assert _statuses(engine) == {first.delivery_id: "sending"}
+    assert outbox.record_results(engine, [_sent(second)], owner="b") == 0
+    assert _statuses(engine) == {first.delivery_id: "sent"}
+
+
+def test_it_accepts_a_late_ack_for_a_row_requeued_but_not_reclaimed(engine: Engine) -> None:
+    _prepare(engine, 1)
+    [row] = outbox.claim_batch(engine, owner="a", limit=5, lease_ttl=30)
+    with engine.begin() as conn:
+        assert claims.requeue_expired(
+            conn, now=utcnow() + timedelta(minutes=5), max_attempts=5
+        ) == (1, 0)
+
+    assert outbox.record_results(engine, [_sent(row)], owner="a") == 0
+    assert _statuses(engine) == {row.delivery_id: "sent"}
+    assert outbox.claim_batch(engine, owner="b", limit=5, lease_ttl=30) == []
+
+
+def test_it_claims_requeued_rows_before_the_rest_of_the_backlog(engine: Engine) -> None:
+    _prepare(engine, 5)
+    first = outbox.claim_batch(engine, owner="a", limit=2, lease_ttl=30)
+    with engine.begin() as conn:
+        claims.requeue_expired(conn, now=utcnow() + timedelta(minutes=5), max_attempts=5)
+    again = outbox.claim_batch(engine, owner="b", limit=2, lease_ttl=30)
+    assert {r.delivery_id for r in again} == {r.delivery_id for r in first}
