@@ -47,7 +47,7 @@ T = TypeVar("T")
 TARGET = 2000.0
 # A ~10 KB newsletter: the demo template plus a long article.
 ARTICLE = "<p>" + "Herald keeps sending when a node, a relay or the primary dies. " * 12 + "</p>\n"
-HTML = DEMO_HTML.replace("</body>", ARTICLE * 12 + "</body>")
+HTML = DEMO_HTML.replace("</body>", ARTICLE * 6 + "</body>")
 
 
 @contextmanager

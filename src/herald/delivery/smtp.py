@@ -25,7 +25,7 @@ from typing import cast
 import aiosmtplib
 from aiosmtplib import SMTPException, SMTPResponseException
 
-from herald.delivery.smtpwire import Reply, SmtpWire, WireClosed, prepare_body
+from herald.delivery.smtpwire import END_OF_DATA, Reply, SmtpWire, WireClosed, prepare_body
 from herald.domain.relays import RelayConfig
 from herald.domain.replies import SendOutcome, Stage, classify, relay_fault
 
@@ -97,7 +97,13 @@ class SmtpConnection:
         return self.is_open and "pipelining" in self._extensions
 
     async def send(
-        self, mail_from: str, rcpt: str, data: bytes, *, deadline: float | None = None
+        self,
+        mail_from: str,
+        rcpt: str,
+        data: bytes,
+        *,
+        deadline: float | None = None,
+        prepared: bool = False,
     ) -> SendOutcome:
         """Send ``data`` from ``mail_from`` to the single recipient ``rcpt``.
 
@@ -105,7 +111,9 @@ class SmtpConnection:
         the relay said 354, just before the body goes out: past it, the session
         is dropped without a final dot, so the relay delivers nothing. A sender
         whose lease ran out meanwhile (a frozen process, a slow relay) thus
-        never completes a message another node may now own.
+        never completes a message another node may now own. ``prepared`` says
+        ``data`` already has CRLF line endings, no line starting with ".", and a
+        final CRLF (as MessageBuilder's output has), so the scan is skipped.
 
         Opens the session first if needed (connect, EHLO, STARTTLS or implicit
         TLS, AUTH). ``data`` is the whole message; line endings are normalised
@@ -117,8 +125,9 @@ class SmtpConnection:
         """
         async with self._lock:
             try:
+                body = data + END_OF_DATA if prepared else prepare_body(data)
                 return await self._send_once(
-                    mail_from, rcpt, data, may_retry=True, deadline=deadline
+                    mail_from, rcpt, body, may_retry=True, deadline=deadline
                 )
             except BaseException:
                 # Cancelled mid-transaction: the session state is unknown.
@@ -191,12 +200,11 @@ class SmtpConnection:
             return relay_fault("mail", "an address needs SMTPUTF8, which the relay lacks")
         commands = (mail, b"RCPT TO:<" + rcpt.encode() + b">\r\n", b"DATA\r\n")
         await self._envelope(wire, commands, pipelined="pipelining" in self._extensions)
-        body = prepare_body(data)
         if deadline is not None and time.monotonic() > deadline:
             self._drop()  # no final dot: the relay discards the transaction
             return SendOutcome("temporary", None, "data: lease ran out before the body; not sent")
         try:
-            wire.write(body, replies=1)
+            wire.write(data, replies=1)
         except OSError as exc:
             raise _Lost("data", exc) from exc
         # The write above handed over the final dot: from here on, a lost reply

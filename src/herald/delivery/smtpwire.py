@@ -25,7 +25,7 @@ _CRLF_RE = re.compile(rb"\r\n|\n|\r")
 _LEADING_DOT_RE = re.compile(rb"(?m)^\.")
 _LINE_START_DOT_RE = re.compile(rb"\n\.")
 _LONE_CR_RE = re.compile(rb"\r(?!\n)")
-_END_OF_DATA = b".\r\n"
+END_OF_DATA = b".\r\n"
 
 
 class Reply(NamedTuple):
@@ -188,4 +188,4 @@ def prepare_body(data: bytes) -> bytes:
         data = _LEADING_DOT_RE.sub(b"..", data)
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    return data + _END_OF_DATA
+    return data + END_OF_DATA

@@ -208,7 +208,9 @@ class Worker:
         conn = conns.get(relay.name)
         if conn is None:
             conn = conns[relay.name] = SmtpConnection(relay)
-        outcome = await conn.send(kit.envelope_from, row.email, raw, deadline=job.deadline)
+        outcome = await conn.send(
+            kit.envelope_from, row.email, raw, deadline=job.deadline, prepared=True
+        )
         self._record(job, relay.name, mid, outcome)
 
     async def _still_sendable(self, job: Job) -> bool:

@@ -25,7 +25,6 @@ its original text with line breaks normalised to CRLF.
 from __future__ import annotations
 
 import binascii
-import hashlib
 import hmac
 import re
 import secrets
@@ -77,7 +76,7 @@ def make_message_id(delivery_id: int, campaign_id: int | None, secret: str, doma
         raise InvalidInput("Message-ID numbers must not be negative.")
     campaign_part = "t" if campaign_id is None else str(campaign_id)
     payload = f"{delivery_id}.{campaign_part}".encode()
-    mac = hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()[:16]
+    mac = hmac.digest(secret.encode(), payload, "sha256").hex()[:16]
     return f"<{delivery_id}.{campaign_part}.{mac}@{_ascii_domain(domain)}>"
 
 

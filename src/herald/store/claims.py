@@ -228,6 +228,8 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
             updated_at=now,
         )
     )
+    # Rows are updated in id order, as renew() locks them: two transactions of
+    # one node (acks and lease renewal) then never wait on each other in a cycle.
     params = [
         {
             "b_id": a.delivery_id,
@@ -240,7 +242,7 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
             "b_due": a.due_at or now,
             "b_sent": now if a.status == "sent" else None,
         }
-        for a in acks
+        for a in sorted(acks, key=lambda a: a.delivery_id)
     ]
     done = conn.execute(stmt, params).rowcount
     return len(acks) - max(done, 0)
@@ -314,7 +316,7 @@ def release(
         )
         .values(status="pending", lease_owner=None, lease_expires=None, updated_at=now)
     )
-    result = conn.execute(stmt, [{"b_id": i, "b_epoch": e} for i, e in items])
+    result = conn.execute(stmt, [{"b_id": i, "b_epoch": e} for i, e in sorted(items)])
     return max(result.rowcount, 0)
 
 
@@ -328,14 +330,18 @@ def renew(
     """
     if not ids:
         return []
+    mine = select(deliveries.c.id).where(
+        deliveries.c.id.in_(sorted(ids)),
+        deliveries.c.lease_owner == owner,
+        deliveries.c.status == "sending",
+        deliveries.c.lease_expires > now,
+    )
+    if conn.dialect.name == "postgresql":
+        # Lock in id order, the order acks use (see ack()).
+        mine = mine.order_by(deliveries.c.id).with_for_update()
     rows = conn.execute(
         update(deliveries)
-        .where(
-            deliveries.c.id.in_(list(ids)),
-            deliveries.c.lease_owner == owner,
-            deliveries.c.status == "sending",
-            deliveries.c.lease_expires > now,
-        )
+        .where(deliveries.c.id.in_(mine.scalar_subquery()))
         .values(lease_expires=now + timedelta(seconds=lease_ttl))
         .returning(deliveries.c.id)
     )
