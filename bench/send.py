@@ -1,7 +1,7 @@
 """Whole-pipeline send rate vs. the bare SMTP loop to the same sink.
 
     .venv/bin/python bench/send.py [-n 20000] [--runs 3] [--backends sqlite,postgresql]
-                                   [--concurrency 8] [--profile]
+                                   [--concurrency 8] [--profile] [--workers 1,2,4]
 
 For each backend and run: a fresh database, N subscribers, one personalised
 ~10 KB newsletter campaign, sent by one in-process worker (claim → render →
@@ -9,8 +9,10 @@ MIME → SMTP → durable ack) to a fast loopback sink (Postfix's smtp-sink when
 installed). Then the bare loop: the same N messages, pre-built, sent over the
 same number of SmtpConnections to the same sink — the limit for this design.
 Prints medians and the ratio. ``--profile`` prints where one SQLite run spends
-its time. PostgreSQL is the server at HERALD_BENCH_PG_URL
-(default postgresql://postgres@127.0.0.1:5432/postgres).
+its time. ``--workers 1,2,4`` instead runs that many ``herald worker``
+processes on one PostgreSQL database, so scaling can be read off.
+PostgreSQL is the server at HERALD_BENCH_PG_URL (default
+postgresql://postgres@127.0.0.1:5432/postgres).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ import cProfile
 import os
 import pstats
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +40,7 @@ from herald.delivery.kits import make_kit
 from herald.delivery.worker import Worker, WorkerOptions
 from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig
-from herald.services import campaigns, lists
+from herald.services import campaigns, lists, nodes
 from herald.services.demo import DEMO_HTML
 from herald.store.engine import make_engine, migrate
 from herald.store.tables import subscribers, subscriptions
@@ -206,6 +210,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--sink", default="auto", choices=["auto", "postfix", "aiosmtpd"])
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument(
+        "--workers", default="", help="e.g. 1,2,4: also run that many worker processes"
+    )
     args = parser.parse_args()
     size = len(prebuilt(1)[0])
     with running_sink(args.sink) as (sink_name, port):
@@ -215,6 +222,9 @@ def main() -> None:
         )
         if args.profile:
             profile(args, port)
+            return
+        if args.workers:
+            scaling(args, port)
             return
         bare = statistics.median(bare_loop(args, port))
         print(f"{'bare SMTP loop (pre-built messages)':42} {bare:8.0f} msg/s")
@@ -226,6 +236,60 @@ def main() -> None:
                 f"{'pipeline on ' + backend:42} {med:8.0f} msg/s  ({runs})  "
                 f"ratio {med / bare:.2f} of bare, target {TARGET:.0f} msg/s"
             )
+
+
+def run_processes(args: argparse.Namespace, port: int, count: int) -> float:
+    """Messages/s of ``count`` ``herald worker`` processes sharing one PostgreSQL database."""
+    with database("postgresql") as engine, tempfile.TemporaryDirectory() as tmp:
+        campaign_id = seed(engine, args.n)
+        env = {
+            **os.environ,
+            "HERALD_DATABASE_URL": engine.url.render_as_string(hide_password=False),
+            "HERALD_RELAYS": f"smtp://{HOST}:{port}",
+            "HERALD_SECRET_KEY": "bench",
+            "HERALD_DATA_DIR": tmp,
+            "HERALD_CONCURRENCY": str(args.concurrency),
+            "HERALD_BATCH_SIZE": "1000",
+        }
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "herald", "worker"],
+                env={**env, "HERALD_NODE_NAME": f"bench-{i}"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for i in range(count)
+        ]
+        try:
+            _until(lambda: sum(n["alive"] for n in nodes.list_nodes(engine)) == count, 60)
+            started = time.perf_counter()
+            campaigns.change_status(engine, campaign_id, "start")
+            _until(
+                lambda: campaigns.campaign_report(engine, campaign_id)["status"] == "finished", 600
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+        return args.n / elapsed
+
+
+def _until(condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up after {timeout}s")
+        time.sleep(0.1)
+
+
+def scaling(args: argparse.Namespace, port: int) -> None:
+    base = None
+    for count in [int(c) for c in args.workers.split(",")]:
+        rate = statistics.median(run_processes(args, port, count) for _ in range(args.runs))
+        base = base or rate
+        print(f"{count} worker process(es) on postgresql {rate:8.0f} msg/s  ×{rate / base:.2f}")
 
 
 def profile(args: argparse.Namespace, port: int) -> None:
