@@ -11,8 +11,6 @@ from herald.domain.mime import MessageBuilder, make_message_id
 from herald.domain.rendering import CompiledCampaign, compile_campaign
 from herald.errors import RenderError
 
-UNSUBSCRIBE_PURPOSE = "unsubscribe"
-
 
 @dataclass(frozen=True)
 class SendKit:
@@ -31,7 +29,7 @@ class SendKit:
         return make_message_id(delivery_id, self.campaign_id, self.secret, self.domain)
 
     def unsubscribe_url(self, subscriber_id: int) -> str:
-        token = tokens.sign(self.secret, UNSUBSCRIBE_PURPOSE, (subscriber_id, self.campaign_id))
+        token = tokens.sign(self.secret, tokens.UNSUBSCRIBE, (subscriber_id, self.campaign_id))
         return f"{self.base_url}/u/{token}"
 
     def build(

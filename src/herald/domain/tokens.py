@@ -52,3 +52,6 @@ def verify(secret: str, purpose: str, token: str, *, count: int) -> tuple[int, .
     if not hmac.compare_digest(mac, _mac(secret, purpose, body)):
         raise InvalidInput("invalid token")
     return struct.unpack(f">{count}Q", body)
+
+
+UNSUBSCRIBE = "unsubscribe"  # purpose of (subscriber id, campaign id) unsubscribe tokens

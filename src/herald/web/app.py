@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from herald import __version__
 from herald.runtime import Runtime
 from herald.services import health
+from herald.web.public import public_router
 
 if TYPE_CHECKING:
     from herald.node import NodeState
@@ -21,6 +22,7 @@ def create_app(runtime: Runtime, state: NodeState) -> FastAPI:
     app = FastAPI(title="Herald", version=__version__, docs_url=None, redoc_url=None)
     app.state.runtime = runtime
     app.state.node = state
+    app.include_router(public_router(runtime))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

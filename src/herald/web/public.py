@@ -1,0 +1,69 @@
+"""Pages subscribers reach from their mail: unsubscribe (RFC 8058 one-click).
+
+Plain server-rendered HTML, no JavaScript, no third-party assets. A GET only
+shows a page (mail scanners follow links); a POST unsubscribes, durably,
+before the reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from herald.errors import DatabaseUnavailable, NotFound
+from herald.runtime import Runtime
+from herald.services import unsubscribe as svc
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
+<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:4rem auto;padding:0 1rem;
+color:#222}}button{{font-size:1rem;padding:.5rem 1rem}}</style></head>
+<body><h1>{title}</h1>{body}</body></html>
+"""
+
+
+def page(title: str, body: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(_PAGE.format(title=html.escape(title), body=body), status_code=status)
+
+
+def not_found() -> HTMLResponse:
+    return page("Link not found", "<p>This link is not valid.</p>", 404)
+
+
+def public_router(runtime: Runtime) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        """Show the confirmation form; changes nothing."""
+        try:
+            svc.read_token(runtime.secret, token)
+        except NotFound:
+            return not_found()
+        form = (
+            f'<form method="post" action="/u/{html.escape(token)}">'
+            "<p>Stop receiving these emails?</p>"
+            '<button type="submit" name="confirm" value="yes">Unsubscribe</button></form>'
+        )
+        return page("Unsubscribe", form)
+
+    @router.post("/u/{token}", response_class=HTMLResponse)
+    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        """One-click (``List-Unsubscribe=One-Click``) or the page's form: unsubscribe now."""
+        await request.body()  # the form's content does not matter: the token decides
+        try:
+            await asyncio.to_thread(svc.unsubscribe, runtime.engine, runtime.secret, token)
+        except NotFound:
+            return not_found()
+        except DatabaseUnavailable:
+            busy = page("Please try again", "<p>We could not record this right now.</p>", 503)
+            busy.headers["Retry-After"] = "5"
+            return busy
+        return page("You are unsubscribed", "<p>You will not receive these emails again.</p>")
+
+    return router

@@ -1,0 +1,110 @@
+"""One-click unsubscribe (RFC 8058) from the header of a real received message."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from herald.config import Settings
+from herald.node import NodeState
+from herald.runtime import Runtime, build_runtime
+from herald.store import subscriptions
+from herald.web.app import create_app
+from tests.factories import (
+    SECRET,
+    add_subscribers,
+    finished,
+    make_campaign,
+    make_list,
+    relay,
+    run_worker_until,
+)
+from tests.sinks import Sink
+
+
+@pytest.fixture
+async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    runtime: Runtime = build_runtime(
+        Settings(database_url=database_url, data_dir=tmp_path, secret_key=SECRET)
+    )
+    app = create_app(runtime, NodeState())
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://herald.test"
+    ) as http:
+        yield http
+    runtime.close()
+
+
+def _link_for(sink: Sink, address: str) -> str:
+    raw = next(m.data for m in sink.messages if m.rcpts == (address,))
+    header = email.message_from_bytes(raw, policy=email.policy.default)["List-Unsubscribe"]
+    match = re.search(r"<(http[^>]+)>", str(header))
+    assert match is not None
+    return match.group(1).removeprefix("http://herald.test")
+
+
+def _status(engine: Engine, subscriber_id: int) -> set[str]:
+    with engine.begin() as conn:
+        return set(subscriptions.statuses(conn, subscriber_id).values())
+
+
+async def test_it_unsubscribes_with_a_one_click_post_and_never_with_a_get(
+    engine: Engine, sink: Sink, client: httpx.AsyncClient
+) -> None:
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 3)
+    campaign_id = make_campaign(engine)
+    await asyncio.to_thread(
+        run_worker_until, engine, [relay(sink.url)], finished(engine, campaign_id)
+    )
+    path = _link_for(sink, "user2@example.com")
+
+    shown = await client.get(path)
+    assert shown.status_code == 200
+    assert 'method="post"' in shown.text
+    assert _status(engine, 2) == {"confirmed"}  # a GET changes nothing
+
+    done = await client.post(
+        path,
+        content="List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert done.status_code == 200
+    assert "unsubscribed" in done.text
+    assert _status(engine, 2) == {"unsubscribed"}
+    assert _status(engine, 1) == {"confirmed"}
+    again = await client.post(path, content="List-Unsubscribe=One-Click")
+    assert again.status_code == 200  # idempotent
+
+
+@pytest.mark.parametrize("mangle", ["flip", "truncate", "foreign"])
+async def test_it_answers_404_to_a_forged_link_and_changes_nothing(
+    engine: Engine, sink: Sink, client: httpx.AsyncClient, mangle: str
+) -> None:
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 1)
+    campaign_id = make_campaign(engine)
+    await asyncio.to_thread(
+        run_worker_until, engine, [relay(sink.url)], finished(engine, campaign_id)
+    )
+    path = _link_for(sink, "user1@example.com")
+    token = path.rsplit("/", 1)[1]
+    forged = {
+        "flip": token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:],
+        "truncate": token[:-4],
+        "foreign": "AAAAAAAAAAEAAAAAAAAAAQWuvLy6MZShao3Gjw",
+    }[mangle]
+
+    assert (await client.get(f"/u/{forged}")).status_code == 404
+    assert (
+        await client.post(f"/u/{forged}", content="List-Unsubscribe=One-Click")
+    ).status_code == 404
+    assert _status(engine, 1) == {"confirmed"}
