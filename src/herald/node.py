@@ -17,6 +17,7 @@ from herald.delivery.capture import CaptureRelay
 from herald.delivery.worker import Worker, WorkerOptions
 from herald.domain.relays import RelayConfig
 from herald.runtime import Runtime
+from herald.services import relays
 from herald.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,14 @@ async def run_node(
 async def _start_worker(
     runtime: Runtime, state: NodeState, stack: contextlib.AsyncExitStack
 ) -> Worker:
-    """Build the worker; with no relay configured, start the capture relay first."""
+    """Build the worker on the stored relays (seeded from ``HERALD_RELAYS``).
+
+    With no relay configured at all, start the capture relay first.
+    """
+    await asyncio.to_thread(relays.seed_from_env, runtime.engine, runtime.secret, state.relays)
+    state.relays = await asyncio.to_thread(
+        relays.load_relay_configs, runtime.engine, runtime.secret
+    )
     if not state.relays:
         capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
         host, port = await capture.start()

@@ -11,7 +11,7 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from herald import __version__
-from herald.cli import campaigns, lists, nodes, subscribers
+from herald.cli import campaigns, lists, nodes, relays, subscribers
 from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
@@ -32,6 +32,7 @@ app.add_typer(lists.app, name="lists")
 app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(nodes.app, name="nodes")
+app.add_typer(relays.app, name="relays")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 
@@ -150,7 +151,9 @@ def demo(
 def main() -> None:
     """Entry point: run the app, mapping Herald errors to messages and exit codes."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)  # typer.Exit(n) comes back as a return value here
     except HeraldError as exc:
         fail(exc.message)
         sys.exit(exc.exit_code)

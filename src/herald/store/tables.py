@@ -175,3 +175,32 @@ nodes = Table(
     _ts("started_at"),
     _ts("heartbeat_at"),
 )
+
+relays = Table(
+    "relays",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("host", String(255), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("tls", String(16), nullable=False),  # none | starttls | implicit
+    Column("verify_tls", Boolean, nullable=False, default=True),
+    Column("username", String(255), nullable=True),
+    # The password sealed with a key derived from the Herald secret key
+    # (domain.sealing); never stored in clear.
+    Column("password_sealed", Text, nullable=True),
+    Column("weight", Integer, nullable=False, default=1),
+    Column("max_connections", Integer, nullable=False, default=8),
+    # Messages per second through this relay; NULL = unlimited.
+    Column("max_rate", Float, nullable=True),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("timeout", Float, nullable=False, default=60.0),
+    # healthy | open | half_open | failed | disabled (the circuit breaker's view).
+    Column("state", String(16), nullable=False, default="healthy"),
+    Column("last_error", Text, nullable=True),
+    Column("sent", BigInteger, nullable=False, default=0),
+    Column("deferred", BigInteger, nullable=False, default=0),
+    Column("failed", BigInteger, nullable=False, default=0),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
