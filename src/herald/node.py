@@ -101,14 +101,19 @@ async def run_node(
 async def _start_worker(
     runtime: Runtime, state: NodeState, stack: contextlib.AsyncExitStack
 ) -> Worker:
-    """Build the worker on the stored relays (seeded from ``HERALD_RELAYS``).
+    """Build the worker and choose its relays.
 
-    With no relay configured at all, start the capture relay first.
+    ``HERALD_RELAYS``, when set, is what this node sends through (and relays
+    it names that are not stored yet are added to the database, for
+    ``herald relays ls``). Otherwise the node uses the stored, enabled relays.
+    With neither, it starts the embedded capture relay first.
     """
-    await asyncio.to_thread(relays.seed_from_env, runtime.engine, runtime.secret, state.relays)
-    state.relays = await asyncio.to_thread(
-        relays.load_relay_configs, runtime.engine, runtime.secret
-    )
+    if state.relays:
+        await asyncio.to_thread(relays.seed_from_env, runtime.engine, runtime.secret, state.relays)
+    else:
+        state.relays = await asyncio.to_thread(
+            relays.load_relay_configs, runtime.engine, runtime.secret
+        )
     if not state.relays:
         capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
         host, port = await capture.start()

@@ -92,3 +92,19 @@ async def test_it_reports_not_ready_while_draining(database_url: str, tmp_path: 
         assert json.loads(draining.text)["status"] == "draining"
         assert (await client.get("/healthz")).status_code == 200
     runtime.close()
+
+
+def test_it_sends_through_the_stored_relays_without_herald_relays(
+    engine: Engine, herald_nodes: Nodes, sink: Sink
+) -> None:
+    from herald.services import relays
+
+    relays.add_relay(engine, "test-secret", "stored", sink.url)
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 20)
+    campaign_id = make_campaign(engine)
+
+    herald_nodes.start("node-stored", "")
+
+    wait_until(lambda: sink.count() == 20, 60, "the campaign through the stored relay")
+    assert {r["status"] for r in delivery_rows(engine, campaign_id)} <= {"sent", "sending"}
