@@ -31,8 +31,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -40,11 +38,12 @@ from types import TracebackType
 import psutil
 import psycopg
 
+from tests.processes import free_port, wait_until
+
 PG_OS_USER = "postgres"
 DBNAME = "herald"
 COMMAND_TIMEOUT = 60.0
 WAIT_TIMEOUT = 30.0
-POLL_INTERVAL = 0.05
 
 
 class PgHarnessUnavailable(RuntimeError):
@@ -70,22 +69,6 @@ def find_bindir() -> Path:
         if all((path / tool).is_file() for tool in ("initdb", "pg_ctl", "pg_basebackup")):
             return path
     raise PgHarnessUnavailable(f"PostgreSQL server binaries not found (looked in {candidates})")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_until(condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    """Poll ``condition`` until it is true; raise TimeoutError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(POLL_INTERVAL)
 
 
 @dataclass

@@ -21,7 +21,8 @@ from sqlalchemy.exc import DBAPIError
 
 from herald.store.engine import make_engine
 from herald.store.retry import run_in_transaction
-from tests.chaos.pgcluster import PgPair, wait_until
+from tests.chaos.pgcluster import PgPair
+from tests.processes import wait_until
 
 ROWS = 2_000
 KILL_AFTER = 400

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,11 +11,7 @@ from typing import Any
 
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port
 
 
 class Herald:
@@ -130,7 +125,7 @@ def test_it_refuses_a_template_that_cannot_compile(herald: Herald, tmp_path: Pat
 
 
 def test_it_runs_the_demo_to_the_capture_relay(herald: Herald) -> None:
-    port = str(_free_port())
+    port = str(free_port())
     proc = herald.run("demo", "--subscribers", "40", "--exit", "--port", port)
     assert "No relay configured" in proc.stdout
     assert "finished" in proc.stdout and "sent 40" in proc.stdout

@@ -43,6 +43,16 @@ async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.Async
     runtime.close()
 
 
+async def _send_campaign(engine: Engine, sink: Sink, recipients: int) -> None:
+    """Send a campaign to user1..userN@example.com through ``sink``, to the end."""
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, recipients)
+    campaign_id = make_campaign(engine)
+    await asyncio.to_thread(
+        run_worker_until, engine, [relay(sink.url)], finished(engine, campaign_id)
+    )
+
+
 def _link_for(sink: Sink, address: str) -> str:
     raw = next(m.data for m in sink.messages if m.rcpts == (address,))
     header = email.message_from_bytes(raw, policy=email.policy.default)["List-Unsubscribe"]
@@ -59,12 +69,7 @@ def _status(engine: Engine, subscriber_id: int) -> set[str]:
 async def test_it_unsubscribes_with_a_one_click_post_and_never_with_a_get(
     engine: Engine, sink: Sink, client: httpx.AsyncClient
 ) -> None:
-    list_id = make_list(engine)
-    add_subscribers(engine, list_id, 3)
-    campaign_id = make_campaign(engine)
-    await asyncio.to_thread(
-        run_worker_until, engine, [relay(sink.url)], finished(engine, campaign_id)
-    )
+    await _send_campaign(engine, sink, 3)
     path = _link_for(sink, "user2@example.com")
 
     shown = await client.get(path)
@@ -89,12 +94,7 @@ async def test_it_unsubscribes_with_a_one_click_post_and_never_with_a_get(
 async def test_it_answers_404_to_a_forged_link_and_changes_nothing(
     engine: Engine, sink: Sink, client: httpx.AsyncClient, mangle: str
 ) -> None:
-    list_id = make_list(engine)
-    add_subscribers(engine, list_id, 1)
-    campaign_id = make_campaign(engine)
-    await asyncio.to_thread(
-        run_worker_until, engine, [relay(sink.url)], finished(engine, campaign_id)
-    )
+    await _send_campaign(engine, sink, 1)
     path = _link_for(sink, "user1@example.com")
     token = path.rsplit("/", 1)[1]
     forged = {
