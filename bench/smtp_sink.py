@@ -106,6 +106,7 @@ def serve_aiosmtpd(port: int, *, pipelining: bool) -> None:
         async def handle_EHLO(
             self, server: object, session: object, envelope: object, host: str, rs: list[str]
         ) -> list[str]:
+            session.host_name = host  # type: ignore[attr-defined]
             # aiosmtpd reads pipelined commands in order but does not announce it.
             return [*rs[:-1], "250-PIPELINING", rs[-1]] if pipelining else rs
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg
 import pytest
@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from herald.store.engine import make_engine, migrate
 
 # Real SMTP sink fixtures (sink, sink_factory) for every test.
-pytest_plugins = ["tests.sinks", "tests.processes"]
+pytest_plugins = ["tests.sinks", "tests.processes", "tests.postfix"]
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_TEMPLATE = f"herald_tpl_{os.getpid()}"
@@ -74,6 +74,31 @@ def database_url(
     yield _pg_url(name)
     with _admin() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def empty_database(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str], str]]:
+    """Factory: the URL of a new database of a backend (``sqlite`` or ``postgresql``)
+    with no schema at all; PostgreSQL ones are dropped after the test."""
+    created: list[str] = []
+
+    def make(backend: str) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{tmp_path_factory.mktemp('empty') / 'herald.db'}"
+        request.getfixturevalue("pg_template")  # skips or fails as database_url does
+        name = f"herald_e_{uuid.uuid4().hex[:12]}"
+        with _admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return _pg_url(name)
+
+    yield make
+    if created:
+        with _admin() as admin:
+            for name in created:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ from typing import Any
 
 from sqlalchemy import Engine, insert, select, update
 
+from herald.delivery.pool import PoolRelay
 from herald.delivery.worker import Worker, WorkerOptions
+from herald.domain.breaker import BreakerPolicy
 from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig, parse_relay_url
 from herald.services import campaigns, lists
@@ -100,6 +102,7 @@ def options(**changes: Any) -> WorkerOptions:
         "retry_base_seconds": 0.05,
         "idle_poll_seconds": 0.02,
         "keeper_interval": 0.1,
+        "breaker": BreakerPolicy(threshold=3, cooldown=0.2, failed_cooldown=1.0),
     }
     base.update(changes)
     return WorkerOptions(**base)
@@ -111,19 +114,26 @@ def relay(url: str, name: str = "sink") -> RelayConfig:
 
 def run_worker_until(
     engine: Engine,
-    relays: list[RelayConfig],
+    relays: list[RelayConfig] | list[PoolRelay],
     done: Callable[[], bool],
     *,
     timeout: float = 60.0,
     opts: WorkerOptions | None = None,
+    during: Callable[[Worker], None] | None = None,
 ) -> Worker:
-    """Run a worker in this thread until ``done()`` holds; fail after ``timeout`` s."""
+    """Run a worker in this thread until ``done()`` holds; fail after ``timeout`` s.
+
+    ``during``, if given, is called (in a thread) once the worker runs, for a
+    test to break things while it sends.
+    """
     worker = Worker(engine, relays, opts or options())
 
     async def main() -> None:
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop))
         deadline = time.monotonic() + timeout
+        if during is not None:
+            await asyncio.to_thread(during, worker)
         while not await asyncio.to_thread(done):
             if task.done():
                 task.result()

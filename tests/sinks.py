@@ -177,6 +177,11 @@ class Sink:
             self._state.connections = 0  # forget the controller's own readiness check
         return self
 
+    def restart(self) -> None:
+        """Start listening again on the same port (after `stop`), keeping what was received."""
+        self.stop()
+        self.start()
+
     def stop(self) -> None:
         if self._controller is not None:
             self._controller.stop()
@@ -366,7 +371,8 @@ class _Server(SMTP):  # type: ignore[misc]
 
 class _Controller(Controller):  # type: ignore[misc]
     def __init__(self, sink: Sink, handler: _Handler) -> None:
-        super().__init__(handler, hostname=sink.host, port=0)
+        # Port 0 the first time; a restarted sink listens on its old port again.
+        super().__init__(handler, hostname=sink.host, port=sink.port)
         self.sink_handler = handler
 
     def factory(self) -> _Server:

@@ -20,7 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from herald.errors import ConfigError
+from herald.domain.throttle import parse_domain_limits
+from herald.errors import ConfigError, InvalidInput
 
 DEFAULT_DATA_DIR = Path("herald-data")
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
@@ -47,6 +48,22 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=30.0, ge=0)
     capture_port: int = Field(default=2525, ge=0, le=65535)
     heartbeat_interval: float = Field(default=1.0, gt=0)
+    # Relay circuit breakers: failures in a row that open one, the first
+    # cool-down before a probe, and the first pause after a relay refused us.
+    relay_failure_threshold: int = Field(default=5, ge=1)
+    relay_cooldown: float = Field(default=2.0, gt=0)
+    relay_failed_cooldown: float = Field(default=60.0, gt=0)
+    # Cluster-wide limits per recipient domain: "gmail.com=50/s:10,outlook.com=20/s".
+    domain_limits: str = ""
+
+    @field_validator("domain_limits")
+    @classmethod
+    def _check_domain_limits(cls, value: str) -> str:
+        try:
+            parse_domain_limits(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -14,8 +14,12 @@ import uvicorn
 
 from herald.cluster import Membership
 from herald.delivery.capture import CaptureRelay
+from herald.delivery.pool import PoolRelay
 from herald.delivery.worker import Worker, WorkerOptions
+from herald.domain.breaker import BreakerPolicy
 from herald.domain.relays import RelayConfig
+from herald.domain.throttle import parse_domain_limits
+from herald.errors import ConfigError
 from herald.runtime import Runtime
 from herald.services import relays
 from herald.web.app import create_app
@@ -52,6 +56,13 @@ def worker_options(runtime: Runtime) -> WorkerOptions:
         concurrency=s.concurrency,
         max_attempts=s.max_attempts,
         retry_base_seconds=s.retry_base_seconds,
+        breaker=BreakerPolicy(
+            threshold=s.relay_failure_threshold,
+            cooldown=s.relay_cooldown,
+            failed_cooldown=s.relay_failed_cooldown,
+            max_cooldown=max(300.0, s.relay_failed_cooldown),
+        ),
+        domain_limits=parse_domain_limits(s.domain_limits),
     )
 
 
@@ -103,27 +114,35 @@ async def _start_worker(
 ) -> Worker:
     """Build the worker and choose its relays.
 
-    ``HERALD_RELAYS``, when set, is what this node sends through (and relays
-    it names that are not stored yet are added to the database, for
-    ``herald relays ls``). Otherwise the node uses the stored, enabled relays.
-    With neither, it starts the embedded capture relay first.
+    ``HERALD_RELAYS``, when set, is what this node sends through (relays it
+    names that are not stored yet are added to the database, and a stored
+    relay of the same name and address lends its weight and limits, or
+    leaves the pool when disabled). Otherwise the node uses every stored,
+    enabled relay. Either way the store is re-read every few seconds. With no
+    relay at all, it starts the embedded capture relay.
     """
-    if state.relays:
-        await asyncio.to_thread(relays.seed_from_env, runtime.engine, runtime.secret, state.relays)
-    else:
-        state.relays = await asyncio.to_thread(
-            relays.load_relay_configs, runtime.engine, runtime.secret
-        )
-    if not state.relays:
-        capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
-        host, port = await capture.start()
-        stack.push_async_callback(capture.stop)
-        state.capture = (host, port)
-        state.relays = [
-            RelayConfig(
-                name="capture", host=host, port=port, tls="none", username=None, password=None
-            )
-        ]
+    env = list(state.relays)
+    if env:
+        await asyncio.to_thread(relays.seed_from_env, runtime.engine, runtime.secret, env)
+
+    def stored() -> list[PoolRelay]:
+        if env:
+            return relays.pool_for_env(runtime.engine, env)
+        return relays.load_stored_relays(runtime.engine, runtime.secret)
+
+    pool = await asyncio.to_thread(stored)
+    if pool:
+        state.relays = [r.config for r in pool]
+        return Worker(runtime.engine, pool, worker_options(runtime), relay_source=stored)
+    if env:  # named by HERALD_RELAYS but disabled in the store
+        raise ConfigError("every relay named in HERALD_RELAYS is disabled in the store")
+    capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
+    host, port = await capture.start()
+    stack.push_async_callback(capture.stop)
+    state.capture = (host, port)
+    state.relays = [
+        RelayConfig(name="capture", host=host, port=port, tls="none", username=None, password=None)
+    ]
     return Worker(runtime.engine, state.relays, worker_options(runtime))
 
 

@@ -45,7 +45,7 @@ def test_it_adds_lists_changes_and_removes_a_relay(engine: Engine) -> None:
     [listed] = svc.list_relays(engine)
     assert listed["name"] == "primary"
     assert (listed["state"], listed["sent"], listed["deferred"], listed["failed"]) == (
-        "healthy",
+        "disabled",
         0,
         0,
         0,
@@ -146,12 +146,8 @@ def test_it_loads_only_enabled_relays_with_their_pool_settings(engine: Engine) -
     svc.set_relay(engine, SECRET, "b", enabled=False)
     [stored] = svc.load_stored_relays(engine, SECRET)
     assert stored.config.name == "a"
-    assert (stored.weight, stored.max_connections, stored.max_rate, stored.state) == (
-        2,
-        8,
-        5.0,
-        "healthy",
-    )
+    assert (stored.weight, stored.max_connections, stored.max_rate) == (2, 8, 5.0)
+    assert svc.list_relays(engine)[0]["state"] == "healthy"
 
 
 def test_it_seeds_env_relays_once_and_keeps_stored_ones(engine: Engine) -> None:
@@ -242,7 +238,13 @@ def test_it_manages_and_tests_relays_from_the_command_line(
     assert tested.returncode == 0, tested.stderr
     assert sink.wait_for(1)
     down = sink_factory(refuse())
-    assert herald("add", "down", f"{down.url}?timeout=5").returncode == 0
+    assert herald("add", "down", f"{down.url}?timeout=5", "--max-rate", "600/min").returncode == 0
+    rows = {r["name"]: r for r in json.loads(herald("ls", "--json").stdout)}
+    assert (rows["down"]["max_rate"], rows["down"]["state"], rows["sink"]["state"]) == (
+        10.0,
+        "healthy",
+        "disabled",
+    )
     failed = herald("test", "down", "--json")
     assert failed.returncode == 1
     assert json.loads(failed.stdout)["ok"] is False
@@ -257,6 +259,7 @@ def test_it_manages_and_tests_relays_from_the_command_line(
         (("add", "x", "smtp://mx.example.com", "--weight", "0"), 2, "weight must be"),
         (("set", "ghost", "--weight", "2"), 3, "no relay named 'ghost'"),
         (("set", "ghost", "--max-rate", "fast"), 2, "--max-rate must be"),
+        (("add", "x", "smtp://mx.example.com", "--max-rate", "5/week"), 2, "--max-rate must be"),
         (("rm", "ghost"), 3, "no relay named 'ghost'"),
         (("test", "ghost"), 3, "no relay named 'ghost'"),
     ],
@@ -268,3 +271,17 @@ def test_it_reports_mistakes_in_one_line_without_a_traceback(
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_env_relays_take_stored_settings_only_from_a_relay_at_the_same_address(
+    engine: Engine,
+) -> None:
+    env = parse_relay_list("smtp://a.example.com:2525,smtp://b.example.com,smtp://c.example.com")
+    svc.add_relay(engine, SECRET, "relay-1", "smtp://a.example.com:2525", weight=4, max_rate=9)
+    svc.add_relay(engine, SECRET, "relay-2", "smtp://elsewhere.example.com", weight=7)
+    svc.add_relay(engine, SECRET, "relay-3", "smtp://c.example.com")
+    svc.set_relay(engine, SECRET, "relay-3", enabled=False)
+    pool = {r.name: r for r in svc.pool_for_env(engine, env)}
+    assert set(pool) == {"relay-1", "relay-2"}  # relay-3 is disabled in the store
+    assert (pool["relay-1"].weight, pool["relay-1"].max_rate) == (4, 9.0)
+    assert pool["relay-2"].config.host == "b.example.com" and pool["relay-2"].weight == 1

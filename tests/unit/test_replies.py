@@ -107,7 +107,9 @@ def test_it_classifies_real_world_replies(stage: Stage, code: int, message: str,
 @pytest.mark.parametrize("stage", ["connect", "ehlo", "mail", "rcpt", "data", "dot"])
 def test_it_treats_a_missing_reply_as_temporary(stage: Stage) -> None:
     outcome = classify(stage, None, "Connection lost")
-    assert outcome == SendOutcome("temporary", None, f"{stage}: Connection lost", ambiguous=False)
+    assert outcome == SendOutcome(
+        "temporary", None, f"{stage}: Connection lost", ambiguous=False, stage=stage
+    )
 
 
 def test_it_marks_a_lost_reply_after_the_dot_as_ambiguous() -> None:

@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedCo
 
 from herald.cli.context import cli_context
 from herald.cli.output import console, print_json, print_table
+from herald.domain.throttle import parse_rate
 from herald.errors import InvalidInput
 from herald.services import campaigns as svc
 
@@ -53,7 +54,7 @@ def create(
         text=_read(text, "text"),
         from_addr=from_addr or runtime.settings.from_addr,
         list_names=tuple(list_names),
-        rate_limit=svc.parse_rate(rate) if rate else None,
+        rate_limit=parse_rate(rate) if rate else None,
     )
     campaign_id = svc.create_campaign(runtime.engine, draft)
     if json:
@@ -118,7 +119,7 @@ def rate(
     limit: Annotated[str, typer.Argument(help="N/s, N/min, N/h, or 'none' to remove.")],
 ) -> None:
     """Set a campaign's cluster-wide send rate (takes effect within a second)."""
-    value = None if limit.strip().lower() == "none" else svc.parse_rate(limit)
+    value = None if limit.strip().lower() == "none" else parse_rate(limit)
     svc.set_rate(cli_context(ctx).runtime().engine, campaign_id, value)
     shown = "no limit" if value is None else f"{value:g} messages/s"
     console.print(f"Campaign {campaign_id}: {shown}.")

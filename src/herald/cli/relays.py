@@ -10,6 +10,7 @@ import typer
 from herald.cli.context import cli_context
 from herald.cli.output import console, print_json, print_table
 from herald.domain.replies import SendOutcome
+from herald.domain.throttle import parse_rate
 from herald.errors import HeraldError, InvalidInput
 from herald.services import relays as svc
 
@@ -22,7 +23,7 @@ ConnOpt = Annotated[
 ]
 _COLUMNS = (
     *("name", "address", "tls", "weight", "max conn", "max rate", "enabled", "state"),
-    *("sent", "deferred", "failed", "last error"),
+    *("sent", "deferred", "failed", "latency", "last error"),
 )
 
 
@@ -34,7 +35,8 @@ def add(
     weight: WeightOpt = None,
     max_connections: ConnOpt = None,
     max_rate: Annotated[
-        float | None, typer.Option("--max-rate", help="Messages per second (default: unlimited).")
+        str | None,
+        typer.Option("--max-rate", help="Rate limit: 20/s, 600/min, … (default: unlimited)."),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
@@ -47,7 +49,7 @@ def add(
         url,
         weight=1 if weight is None else weight,
         max_connections=8 if max_connections is None else max_connections,
-        max_rate=max_rate,
+        max_rate=None if max_rate is None else _parse_rate(max_rate),
     )
     _show_one(relay, json, "Added")
 
@@ -75,6 +77,7 @@ def ls(ctx: typer.Context, json: JsonOpt = False) -> None:
                 r["sent"],
                 r["deferred"],
                 r["failed"],
+                "" if r["latency_ms"] is None else f"{r['latency_ms']:.0f} ms",
                 r["last_error"],
             )
             for r in rows
@@ -174,13 +177,14 @@ def _outcome(outcome: SendOutcome) -> dict[str, Any]:
 
 
 def _parse_rate(text: str) -> float | None:
+    """``none``/``unlimited``, or a rate such as ``20``, ``20/s`` or ``600/min``."""
     if text.strip().lower() in {"none", "unlimited"}:
         return None
     try:
-        return float(text)
-    except ValueError:
+        return parse_rate(text)
+    except InvalidInput:
         raise InvalidInput(
-            f"--max-rate must be messages per second or 'none', not {text!r}"
+            f"--max-rate must be a rate such as 20/s or 600/min, or 'none', not {text!r}"
         ) from None
 
 

@@ -152,7 +152,7 @@ class SmtpConnection:
             if reply.code != 250:
                 self._drop()
                 return classify("ehlo", reply.code, reply.text)
-            return SendOutcome("sent", reply.code, f"noop: {reply.code} {reply.text}")
+            return SendOutcome("sent", reply.code, f"noop: {reply.code} {reply.text}", stage="ehlo")
 
     async def close(self) -> None:
         """Say QUIT (briefly, best effort) and close the session. Idempotent."""
@@ -191,7 +191,9 @@ class SmtpConnection:
         """MAIL, RCPT, DATA, body. Raises `_Refused` for a failure reply, `_Lost`
         when a reply does not come."""
         if _BAD_ADDRESS.search(rcpt) or not rcpt:
-            return SendOutcome("bounce", None, f"rcpt: invalid address {rcpt[:100]!r}")
+            return SendOutcome(
+                "bounce", None, f"rcpt: invalid address {rcpt[:100]!r}", stage="rcpt"
+            )
         if _BAD_ADDRESS.search(mail_from):
             return relay_fault("mail", f"invalid sender address {mail_from[:100]!r}")
         try:
@@ -202,7 +204,9 @@ class SmtpConnection:
         await self._envelope(wire, commands, pipelined="pipelining" in self._extensions)
         if deadline is not None and time.monotonic() > deadline:
             self._drop()  # no final dot: the relay discards the transaction
-            return SendOutcome("temporary", None, "data: lease ran out before the body; not sent")
+            return SendOutcome(
+                "temporary", None, "data: lease ran out before the body; not sent", stage="data"
+            )
         try:
             wire.write(data, replies=1)
         except OSError as exc:

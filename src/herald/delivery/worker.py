@@ -4,14 +4,19 @@ Tasks of one worker, all in one asyncio loop:
 
 1. the claimer keeps a local queue fed with claimed deliveries (one short
    transaction per batch, run in a thread);
-2. ``concurrency`` senders each own one persistent SMTP connection; before
-   every send a sender checks the row's lease on this process's monotonic
-   clock, so a node that was frozen past its lease sends nothing it may no
-   longer own;
+2. ``concurrency`` senders take rows from that queue; each message gets a
+   relay and a pooled SMTP session from the relay pool (delivery.pool), and a
+   temporary failure is tried at once on another relay. Before every send a
+   sender checks the row's lease on this process's monotonic clock, so a node
+   that was frozen past its lease sends nothing it may no longer own;
 3. the acker writes results back in small groups (every few ms);
 4. the keeper renews held leases, re-queues expired ones, materialises
-   recipients of started campaigns, finishes completed campaigns and
-   refreshes campaign states (pause/cancel take effect within a second).
+   recipients of started campaigns, finishes completed campaigns, refreshes
+   campaign states (pause/cancel take effect within a second), stores what
+   the relay pool saw and reloads the stored relays;
+5. the health checker probes relays whose breaker is open or failed once
+   their cool-down is over, and idle ones now and then;
+6. the unparker puts rows whose recipient domain was throttled back in line.
 
 If any task dies, the worker stops: it never runs half-alive.
 """
@@ -19,34 +24,34 @@ If any task dies, the worker stops: it never runs half-alive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from herald.delivery.kits import SendKit, make_kit
-from herald.delivery.smtp import SmtpConnection
+from herald.delivery.loops import DB_ERRORS, describe, wait
+from herald.delivery.pool import PoolRelay, RelayPool
+from herald.delivery.results import Results
+from herald.delivery.upkeep import RelayUpkeep
+from herald.domain.breaker import BreakerPolicy
 from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig
 from herald.domain.replies import SendOutcome
-from herald.errors import DatabaseUnavailable, HeraldError, RenderError
+from herald.domain.retry import RetryPolicy, decide
+from herald.domain.throttle import Limit
+from herald.errors import HeraldError, RenderError
 from herald.services import outbox
 from herald.store.claims import Ack, Claimed
 
 log = logging.getLogger(__name__)
 
-ACK_GROUP_SECONDS = 0.005
-ACK_GROUP_MAX = 500
-RELAY_COOLDOWN_SECONDS = 30.0
 DB_RETRY_SECONDS = 1.0
-DB_ERRORS = (DatabaseUnavailable, SQLAlchemyError)
+UNPARK_SECONDS = 0.02
 
 
 @dataclass
@@ -63,6 +68,8 @@ class WorkerOptions:
     retry_base_seconds: float = 30.0
     idle_poll_seconds: float = 0.25
     keeper_interval: float = 0.5
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    domain_limits: dict[str, Limit] = field(default_factory=dict)
 
 
 @dataclass
@@ -78,31 +85,44 @@ class WorkerStats:
     failed: int = 0
     bounced: int = 0
     ambiguous: int = 0
-    refused_acks: int = 0
     lease_skips: int = 0
-    released: int = 0
     by_relay: dict[str, int] = field(default_factory=dict)
 
 
 class Worker:
-    """One sending node's engine. Build it, then ``await run(stop)``."""
+    """One sending node's engine. Build it, then ``await run(stop)``.
 
-    def __init__(self, engine: Engine, relays: list[RelayConfig], opts: WorkerOptions) -> None:
+    ``relays`` are what the pool starts with; ``relay_source``, if given, is
+    called every few seconds (in a thread) for the current stored relays, so
+    ``herald relays add/set/rm`` take effect without a restart.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        relays: list[PoolRelay] | list[RelayConfig],
+        opts: WorkerOptions,
+        *,
+        relay_source: Callable[[], list[PoolRelay]] | None = None,
+    ) -> None:
         if not relays:
             raise HeraldError("a worker needs at least one relay")
         self.engine = engine
-        self.relays = relays
         self.opts = opts
+        self.pool = RelayPool(
+            [r if isinstance(r, PoolRelay) else PoolRelay(r) for r in relays],
+            policy=opts.breaker,
+            domain_limits=opts.domain_limits,
+        )
+        self.upkeep = RelayUpkeep(engine, self.pool, source=relay_source)
+        self._retry = RetryPolicy(opts.max_attempts, opts.retry_base_seconds, opts.breaker.cooldown)
         self.stats = WorkerStats()
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._held: dict[int, Job] = {}
-        self._acks: list[Ack] = []
-        self._bounced: list[str] = []
-        self._releases: list[tuple[int, int]] = []
-        self._ack_wakeup = asyncio.Event()
+        self._parked: list[Job] = []
+        self.results = Results(engine, opts.node_name)
         self._kits: dict[int, SendKit | HeraldError] = {}
         self._campaign_status: dict[int, str] = {}
-        self._relay_down_until: dict[str, float] = {}
         self._draining = False
 
     @property
@@ -112,11 +132,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send until ``stop`` is set, then release what is held and return."""
-        senders = [self._sender(i, stop) for i in range(self.opts.concurrency)]
-        tasks = [
-            asyncio.create_task(coro)
-            for coro in (self._claimer(stop), self._acker(stop), self._keeper(stop), *senders)
-        ]
+        loops = (self._claimer, self.results.run, self._keeper, self.upkeep.health, self._unparker)
+        tasks = [asyncio.create_task(loop(stop)) for loop in loops]
+        tasks += [asyncio.create_task(self._sender(stop)) for _ in range(self.opts.concurrency)]
         stopper = asyncio.create_task(stop.wait())
         try:
             done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
@@ -130,18 +148,25 @@ class Worker:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        """Release unsent claims and flush every pending ack (drain)."""
-        while not self._queue.empty():
-            job = self._queue.get_nowait()
-            self._releases.append((job.row.delivery_id, job.row.epoch))
-            self._held.pop(job.row.delivery_id, None)
-        await self._flush()
+        """Release unsent claims, flush every pending ack (drain), close sessions."""
+        waiting = [self._queue.get_nowait() for _ in range(self._queue.qsize())] + self._parked
+        self._parked = []
+        for job in waiting:
+            self._release(job)
+        await self.results.flush()
+        await self.upkeep.close()
 
     async def _claimer(self, stop: asyncio.Event) -> None:
         low_water = max(self.opts.concurrency * 2, self.opts.batch_size // 2)
+        max_held = self.opts.batch_size * 4
         while not stop.is_set():
-            if self._draining or self._queue.qsize() >= low_water:
-                await _wait(stop, 0.01)
+            if (
+                self._draining
+                or self._queue.qsize() >= low_water
+                or len(self._held) >= max_held
+                or not self.pool.any_up()  # every relay is down: leave the rows to wait
+            ):
+                await wait(stop, 0.01 if self.pool.any_up() else self.opts.idle_poll_seconds)
                 continue
             started = time.monotonic()
             try:
@@ -153,8 +178,8 @@ class Worker:
                     lease_ttl=self.opts.lease_ttl,
                 )
             except DB_ERRORS as exc:
-                log.warning("claim failed (%s); retrying", _describe(exc))
-                await _wait(stop, DB_RETRY_SECONDS)
+                log.warning("claim failed (%s); retrying", describe(exc))
+                await wait(stop, DB_RETRY_SECONDS)
                 continue
             deadline = started + self.opts.lease_ttl - self.lease_margin
             for row in rows:
@@ -162,24 +187,36 @@ class Worker:
                 self._held[row.delivery_id] = job
                 self._queue.put_nowait(job)
             if not rows:
-                await _wait(stop, self.opts.idle_poll_seconds)
+                await wait(stop, self.opts.idle_poll_seconds)
 
-    async def _sender(self, index: int, stop: asyncio.Event) -> None:
-        conns: dict[str, SmtpConnection] = {}
-        try:
-            while not stop.is_set():
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), timeout=0.2)
-                except TimeoutError:
-                    continue
-                await self._handle(job, index, conns, stop)
-        finally:
-            for conn in conns.values():
-                await conn.close()
+    async def _unparker(self, stop: asyncio.Event) -> None:
+        """Put parked rows back in the queue as their recipient domains get room."""
+        while not stop.is_set():
+            await wait(stop, UNPARK_SECONDS)
+            if not self._parked:
+                continue
+            room: dict[str, int] = {}
+            still: list[Job] = []
+            for job in self._parked:
+                domain = job.row.email.rpartition("@")[2].lower()
+                if domain not in room:
+                    room[domain] = self.pool.domain_room(domain)
+                if room[domain] > 0:
+                    room[domain] -= 1
+                    self._queue.put_nowait(job)
+                else:
+                    still.append(job)
+            self._parked = still
 
-    async def _handle(
-        self, job: Job, index: int, conns: dict[str, SmtpConnection], stop: asyncio.Event
-    ) -> None:
+    async def _sender(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                job = await asyncio.wait_for(self._queue.get(), timeout=0.2)
+            except TimeoutError:
+                continue
+            await self._handle(job)
+
+    async def _handle(self, job: Job) -> None:
         row = job.row
         if not await self._still_sendable(job):
             return
@@ -189,6 +226,10 @@ class Worker:
             return
         if isinstance(kit, HeraldError):
             self._ack(job, "failed", None, f"campaign cannot be rendered: {kit.message}")
+            return
+        domain = row.email.rpartition("@")[2].lower()
+        if not self.pool.domain_ready(domain):
+            self._parked.append(job)  # the unparker puts it back when the domain has room
             return
         try:
             mid, raw = kit.build(
@@ -201,17 +242,32 @@ class Worker:
         except RenderError as exc:
             self._ack(job, "failed", None, f"render error: {exc.message}")
             return
-        relay = await self._pick_relay(index, stop)
-        if relay is None or time.monotonic() > job.deadline:
-            self._release(job)
-            return
-        conn = conns.get(relay.name)
-        if conn is None:
-            conn = conns[relay.name] = SmtpConnection(relay)
-        outcome = await conn.send(
-            kit.envelope_from, row.email, raw, deadline=job.deadline, prepared=True
-        )
-        self._record(job, relay.name, mid, outcome)
+        await self._send(job, kit.envelope_from, domain, mid, raw)
+
+    async def _send(self, job: Job, sender: str, domain: str, mid: str, raw: bytes) -> None:
+        """Send through the pool, trying each relay once until one takes or bounces it."""
+        tried: set[str] = set()
+        last: tuple[str, SendOutcome] | None = None
+        while True:
+            slot = await self.pool.acquire(domain, tried, until=job.deadline)
+            if slot is None:
+                break
+            outcome = await slot.conn.send(
+                sender, job.row.email, raw, deadline=job.deadline, prepared=True
+            )
+            await self.pool.release(slot, outcome)
+            self.stats.ambiguous += outcome.ambiguous
+            tried.add(slot.relay)
+            last = (slot.relay, outcome)
+            # Anything else is tried on the next relay at once, an ambiguous
+            # loss too: the relay may have taken it, but a later retry would
+            # risk the same duplicate, only later.
+            if outcome.kind in ("sent", "bounce"):
+                break
+        if last is None:
+            self._release(job)  # no relay took it in time; it waits for the next claim
+        else:
+            self._record(job, last[0], mid, last[1])
 
     async def _still_sendable(self, job: Job) -> bool:
         row = job.row
@@ -229,40 +285,19 @@ class Worker:
             return False
         return True
 
-    async def _pick_relay(self, index: int, stop: asyncio.Event) -> RelayConfig | None:
-        """A relay that is not cooling down, waiting while every relay is down."""
-        while not stop.is_set() and not self._draining:
-            now = time.monotonic()
-            usable = [r for r in self.relays if self._relay_down_until.get(r.name, 0) <= now]
-            if usable:
-                return usable[index % len(usable)]
-            await _wait(stop, 0.5)
-        return None
-
     def _record(self, job: Job, relay: str, mid: str, outcome: SendOutcome) -> None:
-        row = job.row
-        if outcome.ambiguous:
-            self.stats.ambiguous += 1
-        if outcome.kind == "sent":
+        decision = decide(outcome, job.row.attempts, self._retry, random.uniform(0.8, 1.2))
+        if decision.status == "sent":
             self.stats.sent += 1
             self.stats.by_relay[relay] = self.stats.by_relay.get(relay, 0) + 1
-            self._ack(job, "sent", relay, outcome.reply, mid)
-        elif outcome.kind == "bounce":
+        elif decision.status == "bounced":
             self.stats.bounced += 1
-            self._bounced.append(row.email)
-            self._ack(job, "bounced", relay, outcome.reply, mid)
-        elif outcome.kind == "relay_broken":
-            log.warning("relay %s is refusing service: %s", relay, outcome.reply)
-            self._relay_down_until[relay] = time.monotonic() + RELAY_COOLDOWN_SECONDS
-            due = utcnow() + timedelta(seconds=RELAY_COOLDOWN_SECONDS)
-            self._ack(job, "pending", relay, outcome.reply, mid, due=due, count=False)
-        elif row.attempts + 1 >= self.opts.max_attempts:
-            self._ack(job, "failed", relay, outcome.reply, mid)
-        else:
+        elif decision.status == "pending":
             self.stats.retried += 1
-            delay = self.opts.retry_base_seconds * (2**row.attempts) * random.uniform(0.8, 1.2)
-            due = utcnow() + timedelta(seconds=min(delay, 3600.0))
-            self._ack(job, "pending", relay, outcome.reply, mid, due=due)
+        due = utcnow() + timedelta(seconds=decision.delay) if decision.status == "pending" else None
+        self._ack(
+            job, decision.status, relay, outcome.reply, mid, due=due, count=decision.count_attempt
+        )
 
     def _ack(
         self,
@@ -272,65 +307,19 @@ class Worker:
         reply: str,
         mid: str | None = None,
         *,
-        due: Any = None,
+        due: datetime | None = None,
         count: bool = True,
     ) -> None:
         row = job.row
         if status == "failed":
             self.stats.failed += 1
         self._held.pop(row.delivery_id, None)
-        self._acks.append(
-            Ack(
-                row.delivery_id,
-                row.epoch,
-                status,
-                relay,
-                reply,
-                mid,
-                due_at=due,
-                count_attempt=count,
-            )
-        )
-        if len(self._acks) >= ACK_GROUP_MAX or len(self._acks) == 1:
-            self._ack_wakeup.set()
+        ack = Ack(row.delivery_id, row.epoch, status, relay, reply, mid, due, count_attempt=count)
+        self.results.ack(ack, bounced=row.email if status == "bounced" else None)
 
     def _release(self, job: Job) -> None:
         self._held.pop(job.row.delivery_id, None)
-        self._releases.append((job.row.delivery_id, job.row.epoch))
-        self._ack_wakeup.set()
-
-    async def _acker(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(self._ack_wakeup.wait(), timeout=0.2)
-            except TimeoutError:
-                continue
-            # Let a group form: a few ms of results share one commit.
-            await asyncio.sleep(ACK_GROUP_SECONDS)
-            self._ack_wakeup.clear()
-            await self._flush()
-
-    async def _flush(self) -> None:
-        acks, self._acks = self._acks, []
-        bounced, self._bounced = self._bounced, []
-        releases, self._releases = self._releases, []
-        if acks or bounced:
-            refused = await _retrying(
-                lambda: asyncio.to_thread(
-                    outbox.record_results,
-                    self.engine,
-                    acks,
-                    owner=self.opts.node_name,
-                    bounced=bounced,
-                )
-            )
-            self.stats.refused_acks += refused
-        if releases:
-            self.stats.released += await _retrying(
-                lambda: asyncio.to_thread(
-                    outbox.release_claims, self.engine, releases, owner=self.opts.node_name
-                )
-            )
+        self.results.release(job.row.delivery_id, job.row.epoch)
 
     async def _keeper(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -343,11 +332,12 @@ class Worker:
                     self._campaign_status = await asyncio.to_thread(
                         outbox.campaign_statuses, self.engine, list(self._kits)
                     )
+                await self.upkeep.tick()
             except DB_ERRORS as exc:
                 # Leases are not renewed meanwhile, so held rows run out on
                 # this node's clock and are not sent: nothing races a takeover.
-                log.warning("housekeeping failed (%s); retrying", _describe(exc))
-            await _wait(stop, self.opts.keeper_interval)
+                log.warning("housekeeping failed (%s); retrying", describe(exc))
+            await wait(stop, self.opts.keeper_interval)
 
     async def _renew(self) -> None:
         """Extend leases of held rows; rows not renewed get a deadline in the past."""
@@ -375,7 +365,7 @@ class Worker:
             try:
                 campaign = await asyncio.to_thread(outbox.load_campaign, self.engine, campaign_id)
             except DB_ERRORS as exc:
-                log.warning("cannot load campaign %s (%s)", campaign_id, _describe(exc))
+                log.warning("cannot load campaign %s (%s)", campaign_id, describe(exc))
                 return None
             self._campaign_status[campaign_id] = str(campaign["status"])
             try:
@@ -388,29 +378,3 @@ class Worker:
     def drain(self) -> None:
         """Stop sending new messages; held rows are released at shutdown."""
         self._draining = True
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
-async def _retrying(call: Callable[[], Awaitable[int]]) -> int:
-    """Run a database write, retrying for as long as the database is unreachable.
-
-    Acks must not be dropped: a worker that cannot record results keeps trying
-    (with backoff) rather than losing what the relays already accepted. A drain
-    therefore waits for the database rather than exiting with unrecorded acks.
-    """
-    delay = 0.1
-    while True:
-        try:
-            return await call()
-        except DB_ERRORS as exc:
-            log.warning("database write failed (%s); retrying in %.1fs", _describe(exc), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
-def _describe(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__

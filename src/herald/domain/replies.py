@@ -67,11 +67,17 @@ class SendOutcome:
     code: int | None
     reply: str
     ambiguous: bool = False
+    stage: Stage | None = None
 
     @property
     def ok(self) -> bool:
         """True when the relay accepted the message."""
         return self.kind == "sent"
+
+    @property
+    def before_envelope(self) -> bool:
+        """Did it go wrong before RCPT (so the relay, not this message, is at fault)?"""
+        return self.stage in _SESSION_STAGES
 
 
 def classify(
@@ -102,13 +108,13 @@ def classify(
     """
     reply = format_reply(stage, code, message)
     if code is None:
-        return SendOutcome("temporary", None, reply, ambiguous=after_dot)
+        return SendOutcome("temporary", None, reply, ambiguous=after_dot, stage=stage)
     if code < 400:
         kind: OutcomeKind = "sent" if stage == "dot" and 200 <= code < 300 else "relay_broken"
-        return SendOutcome(kind, code, reply)
+        return SendOutcome(kind, code, reply, stage=stage)
     if code < 500:
-        return SendOutcome("temporary", code, reply)
-    return SendOutcome(_permanent_kind(stage, code, message), code, reply)
+        return SendOutcome("temporary", code, reply, stage=stage)
+    return SendOutcome(_permanent_kind(stage, code, message), code, reply, stage=stage)
 
 
 def relay_fault(stage: Stage, message: str) -> SendOutcome:
@@ -117,7 +123,7 @@ def relay_fault(stage: Stage, message: str) -> SendOutcome:
     For TLS handshake or certificate failures, and for a relay that lacks an
     extension we were configured to use (STARTTLS, AUTH).
     """
-    return SendOutcome("relay_broken", None, format_reply(stage, None, message))
+    return SendOutcome("relay_broken", None, format_reply(stage, None, message), stage=stage)
 
 
 def format_reply(stage: Stage, code: int | None, message: str) -> str:

@@ -84,22 +84,6 @@ def change_status(engine: Engine, campaign_id: int, action: str) -> str:
     return to_state.value
 
 
-def parse_rate(text: str) -> float:
-    """Parse a send rate: ``50``, ``50/s``, ``3000/min``, ``100000/h`` → messages per second.
-
-    Raises InvalidInput.
-    """
-    number, _, unit = text.strip().partition("/")
-    per = {"": 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}.get(unit.strip())
-    try:
-        value = float(number)
-    except ValueError:
-        value = -1.0
-    if per is None or not 0 < value < 1e9:
-        raise InvalidInput(f"invalid rate {text!r}: use N/s, N/min or N/h with N > 0")
-    return value / per
-
-
 def schedule_campaign(engine: Engine, campaign_id: int, at: datetime) -> None:
     """Schedule a draft (or re-schedule a scheduled) campaign; a node starts it at ``at``.
 

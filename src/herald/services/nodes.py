@@ -69,3 +69,9 @@ def list_nodes(engine: Engine) -> list[dict[str, Any]]:
 def forget_old_nodes(engine: Engine, *, days: float = 7.0) -> int:
     with engine.begin() as conn:
         return store.forget_gone(conn, before=utcnow() - timedelta(days=days))
+
+
+def count_live(engine: Engine, *, role: str) -> int:
+    """How many nodes with ``role`` are alive (at least 1: the caller is one)."""
+    live = [n for n in list_nodes(engine) if n["alive"] and role in n["roles"].split(",")]
+    return max(1, len(live))

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from herald.delivery.pool import PoolRelay, RelayReport
 from herald.delivery.smtp import SmtpConnection
 from herald.domain.addresses import normalise_email, parse_from
 from herald.domain.clock import utcnow
@@ -33,17 +34,6 @@ MAX_WEIGHT = 1000
 MAX_CONNECTIONS = 1000
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}")
 _SETTABLE = frozenset({"url", "weight", "max_connections", "max_rate", "enabled"})
-
-
-@dataclass(frozen=True)
-class StoredRelay:
-    """A stored relay as the sender needs it: how to reach it and its pool settings."""
-
-    config: RelayConfig
-    weight: int
-    max_connections: int
-    max_rate: float | None
-    state: str
 
 
 @dataclass(frozen=True)
@@ -122,28 +112,74 @@ def remove_relay(engine: Engine, name: str) -> None:
             raise NotFound(f"no relay named {name!r}")
 
 
-def load_stored_relays(engine: Engine, secret: str) -> list[StoredRelay]:
-    """The enabled relays with their pool settings, passwords unsealed, by name.
+def load_stored_relays(
+    engine: Engine, secret: str, *, names: set[str] | None = None
+) -> list[PoolRelay]:
+    """The enabled relays (only those in ``names`` if given) with their pool
+    settings, passwords unsealed, by name.
 
     Raises `ConfigError` when a password cannot be unsealed (secret key changed).
     """
     with engine.begin() as conn:
         rows = store.list_relays(conn, enabled_only=True)
     return [
-        StoredRelay(
+        PoolRelay(
             config=_config(secret, row),
             weight=row["weight"],
             max_connections=row["max_connections"],
             max_rate=row["max_rate"],
-            state=row["state"],
         )
         for row in rows
+        if names is None or row["name"] in names
     ]
+
+
+def pool_for_env(engine: Engine, relays: list[RelayConfig]) -> list[PoolRelay]:
+    """The pool for a node started with ``HERALD_RELAYS``: each of ``relays``, with
+    the settings (weight, limits) of the stored relay of the same name when that
+    one points at the same place; left out when that stored relay is disabled.
+    """
+    with engine.begin() as conn:
+        stored = {row["name"]: row for row in store.list_relays(conn)}
+    pool = []
+    for relay in relays:
+        row = stored.get(relay.name)
+        same = row is not None and (row["host"], row["port"], row["tls"]) == (
+            relay.host,
+            relay.port,
+            relay.tls,
+        )
+        if row is None or not same:
+            pool.append(PoolRelay(relay))
+        elif row["enabled"]:
+            pool.append(PoolRelay(relay, row["weight"], row["max_connections"], row["max_rate"]))
+    return pool
 
 
 def load_relay_configs(engine: Engine, secret: str) -> list[RelayConfig]:
     """The enabled relays as `RelayConfig` (passwords unsealed), by name."""
     return [stored.config for stored in load_stored_relays(engine, secret)]
+
+
+def record_reports(engine: Engine, reports: list[RelayReport]) -> None:
+    """Store what a node's relay pool saw: counts added, latency, and state changes."""
+    active = [r for r in reports if r.sent or r.deferred or r.failed or r.state_changed]
+    if not active:
+        return
+    now = utcnow()
+    with engine.begin() as conn:
+        for r in active:
+            store.record_activity(
+                conn,
+                r.name,
+                sent=r.sent,
+                deferred=r.deferred,
+                failed=r.failed,
+                latency_ms=r.latency_ms,
+                state=r.state if r.state_changed else None,
+                last_error=r.last_error if r.state_changed or r.deferred else None,
+                now=now,
+            )
 
 
 def seed_from_env(engine: Engine, secret: str, relays: list[RelayConfig]) -> int:
@@ -262,6 +298,8 @@ def _config(secret: str, row: dict[str, Any]) -> RelayConfig:
 def _public(row: dict[str, Any]) -> dict[str, Any]:
     shown = {k: v for k, v in row.items() if k != "password_sealed"}
     shown["has_password"] = row["password_sealed"] is not None
+    if not row["enabled"]:
+        shown["state"] = "disabled"
     return shown
 
 

@@ -45,19 +45,32 @@ def delete_relay(conn: Connection, name: str) -> bool:
     return conn.execute(delete(relays).where(relays.c.name == name)).rowcount == 1
 
 
-def add_counts(
-    conn: Connection, name: str, *, sent: int = 0, deferred: int = 0, failed: int = 0
+def record_activity(
+    conn: Connection,
+    name: str,
+    *,
+    sent: int,
+    deferred: int,
+    failed: int,
+    latency_ms: float | None,
+    state: str | None,
+    last_error: str | None,
+    now: datetime,
 ) -> None:
-    """Add to a relay's outcome counters (an increment in SQL: nodes never overwrite each other).
+    """Add a node's outcome counts to relay ``name`` (an increment in SQL: nodes never
+    overwrite each other's counts); with ``state``, also store the breaker's new state.
 
     A relay removed meanwhile is silently skipped.
     """
-    conn.execute(
-        update(relays)
-        .where(relays.c.name == name)
-        .values(
-            sent=relays.c.sent + sent,
-            deferred=relays.c.deferred + deferred,
-            failed=relays.c.failed + failed,
-        )
-    )
+    values: dict[str, Any] = {
+        "sent": relays.c.sent + sent,
+        "deferred": relays.c.deferred + deferred,
+        "failed": relays.c.failed + failed,
+    }
+    if latency_ms is not None:
+        values["latency_ms"] = latency_ms
+    if last_error is not None:
+        values["last_error"] = last_error[:500]
+    if state is not None:
+        values.update(state=state, state_at=now)
+    conn.execute(update(relays).where(relays.c.name == name).values(**values))

@@ -201,6 +201,9 @@ relays = Table(
     Column("sent", BigInteger, nullable=False, default=0),
     Column("deferred", BigInteger, nullable=False, default=0),
     Column("failed", BigInteger, nullable=False, default=0),
+    # Mean send time (ms) over the last report a node stored; when ``state`` last changed.
+    Column("latency_ms", Float, nullable=True),
+    _ts("state_at", nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
 )
