@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     relay_failed_cooldown: float = Field(default=60.0, gt=0)
     # Cluster-wide limits per recipient domain: "gmail.com=50/s:10,outlook.com=20/s".
     domain_limits: str = ""
+    # What tracking keeps of a reader's address: none, anonymised or full.
+    tracking_ip: Literal["none", "anonymised", "full"] = "anonymised"
 
     @field_validator("domain_limits")
     @classmethod

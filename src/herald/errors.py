@@ -59,3 +59,26 @@ class DatabaseUnavailable(HeraldError):
 
     permanent = False
     exit_code = 5
+
+
+class Unauthorized(HeraldError):
+    """Authentication is required: a valid API token or session."""
+
+    exit_code = 6
+
+
+class Forbidden(HeraldError):
+    """Your role does not allow this."""
+
+    exit_code = 6
+
+
+class TooManyAttempts(HeraldError):
+    """Too many failed attempts from this address; try again later."""
+
+    permanent = False
+    exit_code = 6
+
+    def __init__(self, retry_after: float, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

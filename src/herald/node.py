@@ -22,6 +22,7 @@ from herald.domain.throttle import parse_domain_limits
 from herald.errors import ConfigError
 from herald.runtime import Runtime
 from herald.services import relays
+from herald.services.tracking import Spool, drain_spool
 from herald.web.app import create_app
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class NodeState:
     capture: tuple[str, int] | None = None
     worker: Worker | None = None
     relays: list[RelayConfig] = field(default_factory=list)
+    spool: Spool | None = None  # tracking events on their way to the database
 
 
 def worker_options(runtime: Runtime) -> WorkerOptions:
@@ -101,6 +103,8 @@ async def run_node(
         server = _http_server(runtime, state) if http else None
         if server is not None:
             tasks.append(asyncio.create_task(server.serve()))
+            assert state.spool is not None  # create_app made it
+            tasks.append(asyncio.create_task(drain_spool(runtime.engine, state.spool, stop)))
         hook = None
         if on_ready is not None:
             if server is not None:

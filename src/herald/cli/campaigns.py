@@ -42,6 +42,9 @@ def create(
     rate: Annotated[
         str | None, typer.Option(help="Cluster-wide send rate: N/s, N/min or N/h.")
     ] = None,
+    track: Annotated[
+        bool, typer.Option("--track/--no-track", help="Track opens and clicks.")
+    ] = True,
     json: JsonOpt = False,
 ) -> None:
     """Create a draft campaign; prints its id."""
@@ -55,6 +58,7 @@ def create(
         from_addr=from_addr or runtime.settings.from_addr,
         list_names=tuple(list_names),
         rate_limit=parse_rate(rate) if rate else None,
+        track=track,
     )
     campaign_id = svc.create_campaign(runtime.engine, draft)
     if json:

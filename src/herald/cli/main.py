@@ -11,7 +11,7 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from herald import __version__
-from herald.cli import campaigns, lists, nodes, relays, subscribers
+from herald.cli import campaigns, lists, nodes, relays, subscribers, users
 from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
@@ -33,6 +33,8 @@ app.add_typer(subscribers.app, name="subscribers")
 app.add_typer(campaigns.app, name="campaigns")
 app.add_typer(nodes.app, name="nodes")
 app.add_typer(relays.app, name="relays")
+app.add_typer(users.users_app, name="users")
+app.add_typer(users.tokens_app, name="tokens")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from herald.domain import tokens
+from herald.domain import tokens, tracking
 from herald.domain.addresses import parse_from
 from herald.domain.mime import MessageBuilder, make_message_id
 from herald.domain.rendering import CompiledCampaign, compile_campaign
@@ -24,6 +24,7 @@ class SendKit:
     domain: str
     secret: str
     base_url: str
+    track: bool = True
 
     def message_id(self, delivery_id: int) -> str:
         return make_message_id(delivery_id, self.campaign_id, self.secret, self.domain)
@@ -47,12 +48,15 @@ class SendKit:
         }
         rendered = self.compiled.render(context)
         mid = self.message_id(delivery_id)
+        html: str | tuple[str, ...] = rendered.html_parts
+        if self.track:
+            html = self._tracked(rendered.html, delivery_id)
         try:
             raw = self.builder.build(
                 to_addr=email,
                 to_name=name,
                 subject=rendered.subject,
-                html=rendered.html_parts,
+                html=html,
                 text=rendered.text_parts,
                 message_id=mid,
                 unsubscribe_url=url,
@@ -60,6 +64,16 @@ class SendKit:
         except ValueError as exc:
             raise RenderError(f"cannot build message: {exc}") from exc
         return mid, raw
+
+    def _tracked(self, html: str, delivery_id: int) -> str:
+        """Links through the click redirect, and an open pixel (domain.tracking)."""
+        secret, base, campaign = self.secret, self.base_url, self.campaign_id
+        return tracking.track(
+            html,
+            link=lambda target: tracking.click_url(secret, base, delivery_id, campaign, target),
+            pixel=tracking.open_url(secret, base, delivery_id, campaign),
+            skip=base + "/",
+        )
 
 
 def make_kit(campaign: dict[str, Any], *, secret: str, base_url: str) -> SendKit:
@@ -81,4 +95,5 @@ def make_kit(campaign: dict[str, Any], *, secret: str, base_url: str) -> SendKit
         domain=domain,
         secret=secret,
         base_url=base_url.rstrip("/"),
+        track=bool(campaign.get("track", True)),
     )

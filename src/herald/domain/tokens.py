@@ -28,17 +28,23 @@ def _mac(secret: str, purpose: str, body: bytes) -> bytes:
     return hmac.digest(_key(secret, purpose), body, "sha256")[:_MAC_BYTES]
 
 
-def sign(secret: str, purpose: str, values: tuple[int, ...]) -> str:
-    """Return a URL-safe token for ``values`` (non-negative 64-bit integers)."""
+def sign(secret: str, purpose: str, values: tuple[int, ...], *, bound: bytes = b"") -> str:
+    """Return a URL-safe token for ``values`` (non-negative 64-bit integers).
+
+    ``bound`` is covered by the signature but not carried in the token (a
+    click link's target URL travels beside it): verify with the same bytes.
+    """
     body = struct.pack(f">{len(values)}Q", *values)
-    return _encode(body + _mac(secret, purpose, body))
+    return _encode(body + _mac(secret, purpose, body + bound))
 
 
 def _encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def verify(secret: str, purpose: str, token: str, *, count: int) -> tuple[int, ...]:
+def verify(
+    secret: str, purpose: str, token: str, *, count: int, bound: bytes = b""
+) -> tuple[int, ...]:
     """Return the integers inside a valid token. Raises InvalidInput otherwise."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -49,9 +55,11 @@ def verify(secret: str, purpose: str, token: str, *, count: int) -> tuple[int, .
     if len(raw) != 8 * count + _MAC_BYTES or _encode(raw) != token:
         raise InvalidInput("invalid token")
     body, mac = raw[: 8 * count], raw[8 * count :]
-    if not hmac.compare_digest(mac, _mac(secret, purpose, body)):
+    if not hmac.compare_digest(mac, _mac(secret, purpose, body + bound)):
         raise InvalidInput("invalid token")
     return struct.unpack(f">{count}Q", body)
 
 
 UNSUBSCRIBE = "unsubscribe"  # purpose of (subscriber id, campaign id) unsubscribe tokens
+OPEN = "open"  # (delivery id, campaign id) of an open-tracking pixel
+CLICK = "click"  # (delivery id, campaign id), bound to the link's target URL

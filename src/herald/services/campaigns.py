@@ -16,6 +16,7 @@ from herald.errors import Conflict, InvalidInput
 from herald.store import campaigns as store
 from herald.store import deliveries as store_deliveries
 from herald.store import lists as store_lists
+from herald.store import tracking as store_tracking
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class CampaignDraft:
     from_addr: str
     list_names: tuple[str, ...]
     rate_limit: float | None = None
+    track: bool = True  # open pixel and click redirects (domain.tracking)
 
 
 def create_campaign(engine: Engine, draft: CampaignDraft) -> int:
@@ -52,6 +54,7 @@ def create_campaign(engine: Engine, draft: CampaignDraft) -> int:
             "text": draft.text,
             "from_addr": draft.from_addr,
             "rate_limit": draft.rate_limit,
+            "track": draft.track,
         }
         return store.create_campaign(conn, values, list_ids=list_ids, now=utcnow())
 
@@ -120,6 +123,7 @@ def campaign_report(engine: Engine, campaign_id: int) -> dict[str, Any]:
         camp = store.get_campaign(conn, campaign_id)
         counts = store_deliveries.status_counts(conn, campaign_id)
         times = store_deliveries.timings(conn, campaign_id)
+        events = store_tracking.counts(conn, campaign_id)
     total = sum(counts.values())
     first, last = times["first_sent_at"], times["last_sent_at"]
     rate = None
@@ -135,6 +139,7 @@ def campaign_report(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "materialised": bool(camp["materialised"]),
         "send_at": _iso(camp["send_at"]),
         "rate_limit": camp["rate_limit"],
+        "track": bool(camp["track"]),
         "total": total,
         "counts": {
             s: counts.get(s, 0) for s in ("pending", "sending", "sent", "failed", "bounced")
@@ -146,7 +151,15 @@ def campaign_report(engine: Engine, campaign_id: int) -> dict[str, Any]:
         "finished_at": _iso(camp["finished_at"]),
         "first_sent_at": _iso(first),
         "last_sent_at": _iso(last),
+        "opens": events["open"],
+        "clicks": events["click"],
+        "open_rate": _rate(events["open"]["unique"], counts.get("sent", 0)),
+        "click_rate": _rate(events["click"]["unique"], counts.get("sent", 0)),
     }
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
 
 
 def list_campaigns(engine: Engine) -> list[dict[str, Any]]:

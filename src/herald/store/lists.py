@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from herald.errors import Conflict, NotFound
@@ -34,6 +34,26 @@ def get_list_by_name(conn: Connection, name: str) -> dict[str, Any]:
     if row is None:
         raise NotFound(f"no list named {name!r}")
     return dict(row)
+
+
+def get_list(conn: Connection, list_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(lists).where(lists.c.id == list_id)).mappings().first()
+    return None if row is None else dict(row)
+
+
+def update_list(conn: Connection, list_id: int, values: dict[str, Any], *, now: datetime) -> bool:
+    """Change a list; False when there is none. Raises Conflict if the new name is taken."""
+    try:
+        with conn.begin_nested():
+            stmt = update(lists).where(lists.c.id == list_id).values(**values, updated_at=now)
+            return conn.execute(stmt).rowcount == 1
+    except IntegrityError as exc:
+        raise Conflict(f"a list named {values.get('name')!r} already exists") from exc
+
+
+def delete_list(conn: Connection, list_id: int) -> bool:
+    """Delete a list and its subscriptions (the foreign key cascades)."""
+    return conn.execute(delete(lists).where(lists.c.id == list_id)).rowcount == 1
 
 
 def list_lists(conn: Connection) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
+    delete,
     func,
     insert,
     literal,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     update,
 )
 
+from herald.store.dialect import insert_ignore
 from herald.store.tables import Id, subscribers, subscriptions, suppressions
 
 
@@ -137,3 +139,87 @@ def subscribe_emails(
     ).where(subscribers.c.email.in_(emails))
     columns = ["list_id", "subscriber_id", "status", "created_at", "updated_at"]
     conn.execute(insert(subscriptions).from_select(columns, source))
+
+
+def get_subscriber(conn: Connection, subscriber_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(subscribers).where(subscribers.c.id == subscriber_id)).mappings()
+    found = row.first()
+    return None if found is None else dict(found)
+
+
+def insert_subscriber(conn: Connection, values: Mapping[str, Any], *, now: datetime) -> int | None:
+    """Insert one subscriber; None (nothing written) when the address exists."""
+    row = {**values, "created_at": now, "updated_at": now}
+    result = conn.execute(
+        insert_ignore(conn, subscribers).values(**row).returning(subscribers.c.id)
+    )
+    return result.scalar()
+
+
+def update_subscriber(
+    conn: Connection, subscriber_id: int, values: Mapping[str, Any], *, now: datetime
+) -> bool:
+    stmt = update(subscribers).where(subscribers.c.id == subscriber_id)
+    return conn.execute(stmt.values(**values, updated_at=now)).rowcount == 1
+
+
+def delete_subscriber(conn: Connection, subscriber_id: int) -> bool:
+    """Delete a subscriber with their subscriptions and deliveries (the foreign keys cascade)."""
+    stmt = delete(subscribers).where(subscribers.c.id == subscriber_id)
+    return conn.execute(stmt).rowcount == 1
+
+
+def search_subscribers(
+    conn: Connection,
+    *,
+    email: str | None = None,
+    status: str | None = None,
+    list_id: int | None = None,
+    attribute: tuple[str, str] | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> list[dict[str, Any]]:
+    """Subscribers matching every filter given, by id, from id ``after`` on (keyset paging).
+
+    ``email`` matches a substring of the (normalised) address; ``attribute``
+    is (key, value) compared as text.
+    """
+    query = select(subscribers).where(subscribers.c.id > after)
+    if email:
+        escaped = email.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(subscribers.c.email.like(f"%{escaped}%", escape="\\"))
+    if status:
+        query = query.where(subscribers.c.status == status)
+    if list_id is not None:
+        member = select(subscriptions.c.subscriber_id).where(subscriptions.c.list_id == list_id)
+        query = query.where(subscribers.c.id.in_(member))
+    if attribute is not None:
+        key, value = attribute
+        query = query.where(subscribers.c.attribs[key].as_string() == value)
+    query = query.order_by(subscribers.c.id).limit(limit)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def subscriptions_of(conn: Connection, subscriber_id: int) -> list[dict[str, Any]]:
+    query = (
+        select(subscriptions.c.list_id, subscriptions.c.status, subscriptions.c.updated_at)
+        .where(subscriptions.c.subscriber_id == subscriber_id)
+        .order_by(subscriptions.c.list_id)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def set_subscription(
+    conn: Connection, subscriber_id: int, list_id: int, status: str, *, now: datetime
+) -> None:
+    """Subscribe, or change the status of an existing subscription."""
+    changed = conn.execute(
+        update(subscriptions)
+        .where(subscriptions.c.list_id == list_id, subscriptions.c.subscriber_id == subscriber_id)
+        .values(status=status, updated_at=now)
+    )
+    if changed.rowcount == 0:
+        values = {"list_id": list_id, "subscriber_id": subscriber_id, "status": status}
+        conn.execute(
+            insert_ignore(conn, subscriptions).values(**values, created_at=now, updated_at=now)
+        )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    true,
 )
 
 # BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
@@ -114,6 +115,8 @@ campaigns = Table(
     # until then ``materialise_cursor`` is the last subscriber id done.
     Column("materialised", Boolean, nullable=False, default=False),
     Column("materialise_cursor", Id, nullable=False, default=0),
+    # Rewrite links and add an open pixel (domain.tracking).
+    Column("track", Boolean, nullable=False, default=True, server_default=true()),
     _ts("created_at"),
     _ts("updated_at"),
     _ts("started_at", nullable=True),
@@ -206,4 +209,76 @@ relays = Table(
     _ts("state_at", nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),  # normalised
+    Column("password_hash", Text, nullable=False),  # argon2id, with its parameters
+    Column("role", String(16), nullable=False),  # admin | editor | viewer
+    Column("disabled", Boolean, nullable=False, default=False),
+    _ts("last_login_at", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    # SHA-256 of the token: the token itself is shown once and never stored.
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),  # its first characters, to recognise it
+    _ts("last_used_at", nullable=True),
+    _ts("revoked_at", nullable=True),
+    _ts("created_at"),
+)
+
+# A POST with an Idempotency-Key: the first request's result, replayed to retries.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("principal", String(64), nullable=False),  # whose key: "token:3", "user:7"
+    Column("key", String(255), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status_code", Integer, nullable=True),  # NULL while the first request runs
+    Column("response", Text, nullable=True),
+    _ts("created_at"),
+    UniqueConstraint("principal", "key"),
+    Index(None, "created_at"),
+)
+
+# Failed logins and token checks per client address, to slow guessing down.
+auth_failures = Table(
+    "auth_failures",
+    metadata,
+    Column("address", String(64), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    _ts("first_at"),
+    _ts("blocked_until", nullable=True),
+)
+
+# Opens and clicks, drained from each node's spool (services.tracking). No
+# foreign keys: events outlive the deliveries of deleted subscribers.
+tracking_events = Table(
+    "tracking_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(32), nullable=False, unique=True),  # makes draining idempotent
+    Column("kind", String(8), nullable=False),  # open | click
+    Column("delivery_id", Id, nullable=False),
+    Column("campaign_id", Id, nullable=False),
+    Column("url", Text, nullable=True),
+    Column("user_agent", String(255), nullable=True),
+    # As HERALD_TRACKING_IP says: none, anonymised (IPv4 /24, IPv6 /48) or full.
+    Column("ip", String(64), nullable=True),
+    _ts("at"),
+    Index(None, "campaign_id", "kind"),
 )

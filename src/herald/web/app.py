@@ -1,4 +1,4 @@
-"""The FastAPI application: health and readiness now; the API comes later."""
+"""The FastAPI application: health, readiness, public pages, and the API under /api/v1."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from fastapi.responses import JSONResponse
 from herald import __version__
 from herald.runtime import Runtime
 from herald.services import health
+from herald.services.tracking import Spool
+from herald.web.api.app import PREFIX, build_api
 from herald.web.public import public_router
+from herald.web.tracking import tracking_router
 
 if TYPE_CHECKING:
     from herald.node import NodeState
@@ -23,6 +26,11 @@ def create_app(runtime: Runtime, state: NodeState) -> FastAPI:
     app.state.runtime = runtime
     app.state.node = state
     app.include_router(public_router(runtime))
+    if state.spool is None:
+        state.spool = Spool(runtime.settings.data_dir / "spool" / runtime.node_name)
+    app.state.spool = state.spool
+    app.include_router(tracking_router(runtime, state.spool))
+    app.mount(PREFIX, build_api(runtime))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
