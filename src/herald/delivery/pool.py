@@ -148,6 +148,11 @@ class RelayPool:
         for throttle in self._domains.values():
             throttle.share(self._nodes)
 
+    @property
+    def nodes(self) -> int:
+        """Live sending nodes sharing the cluster-wide limits (this one included)."""
+        return self._nodes
+
     def any_up(self) -> bool:
         """Is some relay's breaker letting messages through (or about to, half-open)?"""
         return any(m.breaker.state in ("healthy", "half_open") for m in self._members.values())

@@ -43,7 +43,7 @@ from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig
 from herald.domain.replies import SendOutcome
 from herald.domain.retry import RetryPolicy, decide
-from herald.domain.throttle import Limit
+from herald.domain.throttle import Limit, Throttle
 from herald.errors import HeraldError, RenderError
 from herald.services import outbox
 from herald.store.claims import Ack, Claimed
@@ -123,6 +123,9 @@ class Worker:
         self.results = Results(engine, opts.node_name)
         self._kits: dict[int, SendKit | HeraldError] = {}
         self._campaign_status: dict[int, str] = {}
+        # This node's share of each rate-limited campaign's rate, enforced at send
+        # time (the claim-time bucket alone lets a stalled node burst on waking).
+        self._gates: dict[int, Throttle] = {}
         self._draining = False
 
     @property
@@ -195,14 +198,19 @@ class Worker:
             await wait(stop, UNPARK_SECONDS)
             if not self._parked:
                 continue
-            room: dict[str, int] = {}
+            now = time.monotonic()
+            room: dict[str | int, int] = {}
             still: list[Job] = []
             for job in self._parked:
-                domain = job.row.email.rpartition("@")[2].lower()
+                domain, campaign = job.row.email.rpartition("@")[2].lower(), job.row.campaign_id
                 if domain not in room:
                     room[domain] = self.pool.domain_room(domain)
-                if room[domain] > 0:
+                if campaign not in room:
+                    gate = self._gates.get(campaign)
+                    room[campaign] = 1_000_000 if gate is None else gate.room(now)
+                if room[domain] > 0 and room[campaign] > 0:
                     room[domain] -= 1
+                    room[campaign] -= 1
                     self._queue.put_nowait(job)
                 else:
                     still.append(job)
@@ -228,8 +236,9 @@ class Worker:
             self._ack(job, "failed", None, f"campaign cannot be rendered: {kit.message}")
             return
         domain = row.email.rpartition("@")[2].lower()
-        if not self.pool.domain_ready(domain):
-            self._parked.append(job)  # the unparker puts it back when the domain has room
+        gate = self._gates.get(row.campaign_id)
+        if not self.pool.domain_ready(domain) or not (gate is None or gate.take(time.monotonic())):
+            self._parked.append(job)  # the unparker puts it back when there is room
             return
         try:
             mid, raw = kit.build(
@@ -329,9 +338,11 @@ class Worker:
                     outbox.housekeeping, self.engine, max_attempts=self.opts.max_attempts
                 )
                 if self._kits:
-                    self._campaign_status = await asyncio.to_thread(
+                    states = await asyncio.to_thread(
                         outbox.campaign_statuses, self.engine, list(self._kits)
                     )
+                    self._campaign_status = {cid: status for cid, (status, _) in states.items()}
+                    self._set_gates({cid: rate for cid, (_, rate) in states.items()})
                 await self.upkeep.tick()
             except DB_ERRORS as exc:
                 # Leases are not renewed meanwhile, so held rows run out on
@@ -358,6 +369,18 @@ class Worker:
             if job is not None:
                 job.deadline = deadline
 
+    def _set_gates(self, rates: dict[int, float | None]) -> None:
+        """Keep one send-time throttle per rate-limited campaign, at this node's share."""
+        now = time.monotonic()
+        for campaign_id, rate in rates.items():
+            gate = self._gates.get(campaign_id)
+            if rate is None:
+                self._gates.pop(campaign_id, None)
+            elif gate is None or gate.limit.rate != rate:
+                self._gates[campaign_id] = Throttle(Limit(rate), now, nodes=self.pool.nodes)
+            else:
+                gate.share(self.pool.nodes)
+
     async def _kit(self, campaign_id: int) -> SendKit | HeraldError | None:
         """The campaign's send kit, its permanent error, or None if the database failed."""
         kit = self._kits.get(campaign_id)
@@ -368,6 +391,7 @@ class Worker:
                 log.warning("cannot load campaign %s (%s)", campaign_id, describe(exc))
                 return None
             self._campaign_status[campaign_id] = str(campaign["status"])
+            self._set_gates({campaign_id: campaign.get("rate_limit")})  # type: ignore[dict-item]
             try:
                 kit = make_kit(campaign, secret=self.opts.secret, base_url=self.opts.base_url)
             except HeraldError as exc:

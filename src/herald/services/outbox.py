@@ -73,7 +73,10 @@ def release_claims(engine: Engine, items: Sequence[tuple[int, int]], *, owner: s
     )
 
 
-def campaign_statuses(engine: Engine, campaign_ids: Sequence[int]) -> dict[int, str]:
+def campaign_statuses(
+    engine: Engine, campaign_ids: Sequence[int]
+) -> dict[int, tuple[str, float | None]]:
+    """(status, rate limit) of each campaign."""
     return run_in_transaction(engine, lambda conn: store_campaigns.statuses(conn, campaign_ids))
 
 

@@ -72,13 +72,14 @@ def transition(
     return result.rowcount == 1
 
 
-def statuses(conn: Connection, campaign_ids: Iterable[int]) -> dict[int, str]:
-    """Current status of each given campaign."""
+def statuses(conn: Connection, campaign_ids: Iterable[int]) -> dict[int, tuple[str, float | None]]:
+    """Current (status, rate limit) of each given campaign."""
     ids = list(campaign_ids)
     if not ids:
         return {}
-    rows = conn.execute(select(campaigns.c.id, campaigns.c.status).where(campaigns.c.id.in_(ids)))
-    return {int(r.id): str(r.status) for r in rows}
+    query = select(campaigns.c.id, campaigns.c.status, campaigns.c.rate_limit)
+    rows = conn.execute(query.where(campaigns.c.id.in_(ids)))
+    return {int(r.id): (str(r.status), r.rate_limit) for r in rows}
 
 
 def running_unmaterialised(conn: Connection) -> list[tuple[int, int]]:
