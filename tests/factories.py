@@ -127,27 +127,34 @@ def run_worker_until(
     test to break things while it sends.
     """
     worker = Worker(engine, relays, opts or options())
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(worker.run(stop))
-        deadline = time.monotonic() + timeout
-        if during is not None:
-            await asyncio.to_thread(during, worker)
-        while not await asyncio.to_thread(done):
-            if task.done():
-                task.result()
-                raise AssertionError("worker stopped early")
-            if time.monotonic() > deadline:
-                stop.set()
-                await task
-                raise AssertionError(f"condition not reached within {timeout}s")
-            await asyncio.sleep(0.05)
-        stop.set()
-        await task
-
-    asyncio.run(main())
+    asyncio.run(drive(worker, done, timeout=timeout, during=during))
     return worker
+
+
+async def drive(
+    worker: Worker,
+    done: Callable[[], bool],
+    *,
+    timeout: float = 60.0,
+    during: Callable[[Worker], None] | None = None,
+) -> None:
+    """Run ``worker`` in the current loop until ``done()`` holds; fail after ``timeout`` s."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    deadline = time.monotonic() + timeout
+    if during is not None:
+        await asyncio.to_thread(during, worker)
+    while not await asyncio.to_thread(done):
+        if task.done():
+            task.result()
+            raise AssertionError("worker stopped early")
+        if time.monotonic() > deadline:
+            stop.set()
+            await task
+            raise AssertionError(f"condition not reached within {timeout}s")
+        await asyncio.sleep(0.05)
+    stop.set()
+    await task
 
 
 def campaign_status(engine: Engine, campaign_id: int) -> str:

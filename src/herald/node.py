@@ -14,6 +14,7 @@ import uvicorn
 
 from herald.cluster import Membership
 from herald.delivery.capture import CaptureRelay
+from herald.delivery.metrics import SendMetrics
 from herald.delivery.pool import PoolRelay
 from herald.delivery.worker import Worker, WorkerOptions
 from herald.domain.breaker import BreakerPolicy
@@ -38,12 +39,13 @@ class _Server(uvicorn.Server):
 
 @dataclass
 class NodeState:
-    """What the HTTP side reads about its node (``/readyz``)."""
+    """What the HTTP side reads about its node (``/readyz``, ``/metrics``)."""
 
     draining: bool = False
     capture: tuple[str, int] | None = None
     worker: Worker | None = None
     relays: list[RelayConfig] = field(default_factory=list)
+    send_metrics: SendMetrics = field(default_factory=SendMetrics)
     spool: Spool | None = None  # tracking events on their way to the database
 
 
@@ -137,7 +139,8 @@ async def _start_worker(
     pool = await asyncio.to_thread(stored)
     if pool:
         state.relays = [r.config for r in pool]
-        return Worker(runtime.engine, pool, worker_options(runtime), relay_source=stored)
+        opts = worker_options(runtime)
+        return Worker(runtime.engine, pool, opts, relay_source=stored, metrics=state.send_metrics)
     if env:  # named by HERALD_RELAYS but disabled in the store
         raise ConfigError("every relay named in HERALD_RELAYS is disabled in the store")
     capture = CaptureRelay(runtime.settings.capture_dir, port=runtime.settings.capture_port)
@@ -147,7 +150,7 @@ async def _start_worker(
     state.relays = [
         RelayConfig(name="capture", host=host, port=port, tls="none", username=None, password=None)
     ]
-    return Worker(runtime.engine, state.relays, worker_options(runtime))
+    return Worker(runtime.engine, state.relays, worker_options(runtime), metrics=state.send_metrics)
 
 
 def _http_server(runtime: Runtime, state: NodeState) -> uvicorn.Server:

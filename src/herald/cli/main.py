@@ -11,7 +11,8 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from herald import __version__
-from herald.cli import campaigns, lists, nodes, relays, subscribers, users
+from herald.cli import backup, campaigns, lists, nodes, relays, subscribers, users
+from herald.cli.check import NagiosCommand, check
 from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
@@ -35,6 +36,8 @@ app.add_typer(nodes.app, name="nodes")
 app.add_typer(relays.app, name="relays")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
+app.command("check", cls=NagiosCommand)(check)
+app.add_typer(backup.app, name="backup")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

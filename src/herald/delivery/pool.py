@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from herald.delivery.metrics import SendMetrics
 from herald.delivery.smtp import SmtpConnection
 from herald.domain.breaker import Breaker, BreakerPolicy
 from herald.domain.relays import RelayConfig
@@ -102,8 +103,11 @@ class RelayPool:
         policy: BreakerPolicy | None = None,
         domain_limits: dict[str, Limit] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: SendMetrics | None = None,
     ) -> None:
         self.policy = policy or BreakerPolicy()
+        self.metrics = metrics or SendMetrics()
+        self.metrics.watch(self)
         self._clock = clock
         self._nodes = 1
         self._members: dict[str, _Member] = {}
@@ -216,6 +220,7 @@ class RelayPool:
             member.throttle.give()
             member.idle.append(slot.conn)
             self._record(member, outcome, now, now - slot.started)
+        self.metrics.sent(slot.relay, outcome, now - slot.started)
         async with self._changed:
             self._changed.notify_all()
 

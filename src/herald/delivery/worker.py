@@ -35,6 +35,7 @@ from sqlalchemy import Engine
 
 from herald.delivery.kits import SendKit, make_kit
 from herald.delivery.loops import DB_ERRORS, describe, wait
+from herald.delivery.metrics import SendMetrics
 from herald.delivery.pool import PoolRelay, RelayPool
 from herald.delivery.results import Results
 from herald.delivery.upkeep import RelayUpkeep
@@ -104,15 +105,18 @@ class Worker:
         opts: WorkerOptions,
         *,
         relay_source: Callable[[], list[PoolRelay]] | None = None,
+        metrics: SendMetrics | None = None,
     ) -> None:
         if not relays:
             raise HeraldError("a worker needs at least one relay")
         self.engine = engine
         self.opts = opts
+        self.metrics = metrics or SendMetrics()
         self.pool = RelayPool(
             [r if isinstance(r, PoolRelay) else PoolRelay(r) for r in relays],
             policy=opts.breaker,
             domain_limits=opts.domain_limits,
+            metrics=self.metrics,
         )
         self.upkeep = RelayUpkeep(engine, self.pool, source=relay_source)
         self._retry = RetryPolicy(opts.max_attempts, opts.retry_base_seconds, opts.breaker.cooldown)
@@ -284,6 +288,7 @@ class Worker:
             # Our lease may have run out (frozen process, slow relay): do not race
             # the node that may have re-claimed it. The keeper re-queues it.
             self.stats.lease_skips += 1
+            self.metrics.lease_skips.inc()
             self._held.pop(row.delivery_id, None)
             return False
         if self._campaign_status.get(row.campaign_id, "running") != "running" or self._draining:
@@ -322,6 +327,7 @@ class Worker:
         row = job.row
         if status == "failed":
             self.stats.failed += 1
+        self.metrics.delivered(status, relay)
         self._held.pop(row.delivery_id, None)
         ack = Ack(row.delivery_id, row.epoch, status, relay, reply, mid, due, count_attempt=count)
         self.results.ack(ack, bounced=row.email if status == "bounced" else None)

@@ -129,7 +129,8 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def _alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Config:
+    """Alembic configuration bound to ``engine`` (for migrating to a given revision)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -142,7 +143,7 @@ def migrate(engine: Engine) -> tuple[str | None, str]:
     Returns (revision before, revision after).
     """
     before = current_revision(engine)
-    command.upgrade(_alembic_config(engine), "head")
+    command.upgrade(alembic_config(engine), "head")
     return before, head_revision()
 
 

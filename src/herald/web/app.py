@@ -13,6 +13,7 @@ from herald.runtime import Runtime
 from herald.services import health
 from herald.services.tracking import Spool
 from herald.web.api.app import PREFIX, build_api
+from herald.web.metrics import install_metrics
 from herald.web.public import public_router
 from herald.web.tracking import tracking_router
 
@@ -31,6 +32,7 @@ def create_app(runtime: Runtime, state: NodeState) -> FastAPI:
     app.state.spool = state.spool
     app.include_router(tracking_router(runtime, state.spool))
     app.mount(PREFIX, build_api(runtime))
+    install_metrics(app, runtime, state)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
