@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -76,3 +78,62 @@ def herald_nodes(database_url: str, tmp_path: Path) -> Iterator[Nodes]:
     nodes = Nodes(database_url, tmp_path / "data")
     yield nodes
     nodes.stop_all()
+
+
+UP_TIMEOUT = 30.0
+
+
+class HeraldUp:
+    """One ``herald up`` process (HTTP and worker) that can be killed and restarted."""
+
+    def __init__(self, database_url: str, data_dir: Path, relay_url: str) -> None:
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.env = {
+            **os.environ,
+            "HERALD_DATABASE_URL": database_url,
+            "HERALD_DATA_DIR": str(data_dir),
+            "HERALD_SECRET_KEY": "test-secret",
+            "HERALD_NODE_NAME": "tracker",
+            "HERALD_RELAYS": relay_url,
+            "HERALD_HTTP_PORT": str(self.port),
+            "HERALD_BASE_URL": f"http://127.0.0.1:{self.port}",
+        }
+        self.proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        with (self.data_dir / "node.log").open("a") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "herald", "up"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        wait_until(self._answers, UP_TIMEOUT, "the node to answer /healthz")
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"node exited: {(self.data_dir / 'node.log').read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

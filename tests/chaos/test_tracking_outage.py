@@ -12,11 +12,7 @@ from __future__ import annotations
 import email
 import email.policy
 import html
-import os
 import re
-import signal
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,68 +24,11 @@ from herald.services import campaigns
 from herald.store.engine import make_engine, migrate
 from herald.store.tables import tracking_events
 from tests.chaos.pgcluster import PgPair
-from tests.factories import SECRET, add_subscribers, finished, make_campaign, make_list
-from tests.processes import free_port, wait_until
+from tests.factories import add_subscribers, finished, make_campaign, make_list
+from tests.processes import HeraldUp, wait_until
 from tests.sinks import Sink
 
-BOOT_TIMEOUT = 30.0
 ARRIVAL_TIMEOUT = 60.0
-
-
-class Node:
-    """One ``herald up`` process (HTTP and worker) that can be killed and restarted."""
-
-    def __init__(self, database_url: str, data_dir: Path, relay_url: str) -> None:
-        self.port = free_port()
-        self.data_dir = data_dir
-        self.env = {
-            **os.environ,
-            "HERALD_DATABASE_URL": database_url,
-            "HERALD_DATA_DIR": str(data_dir),
-            "HERALD_SECRET_KEY": SECRET,
-            "HERALD_NODE_NAME": "tracker",
-            "HERALD_RELAYS": relay_url,
-            "HERALD_HTTP_PORT": str(self.port),
-            "HERALD_BASE_URL": f"http://127.0.0.1:{self.port}",
-        }
-        self.proc: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        with (self.data_dir / "node.log").open("a") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "herald", "up"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        wait_until(self._answers, BOOT_TIMEOUT, "the node to answer /healthz")
-
-    def _answers(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"node exited: {(self.data_dir / 'node.log').read_text()[-2000:]}")
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
 
 
 @pytest.fixture
@@ -124,7 +63,7 @@ def test_events_survive_a_database_outage_and_a_killed_node(
     add_subscribers(engine, make_list(engine), 1)
     html_body = '<html><body><a href="https://shop.example.com/">Shop</a></body></html>'
     campaign_id = make_campaign(engine, html=html_body, start=False)
-    node = Node(pg_pair.url, node_dir, sink.url)
+    node = HeraldUp(pg_pair.url, node_dir, sink.url)
     try:
         node.start()
         # Links point at the node's own base URL: start the campaign once it runs.

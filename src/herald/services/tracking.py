@@ -80,11 +80,19 @@ class Spool:
             self._dirty = True
 
     def sync(self) -> None:
-        """fsync what was written since the last sync (one fsync for the group)."""
+        """fsync what was written since the last sync (one fsync for the group).
+
+        The lock is not held during the fsync, so recording never waits for a disk.
+        """
         with self._lock:
-            if self._dirty and not self._file.closed:
-                os.fsync(self._file.fileno())
-                self._dirty = False
+            if not self._dirty or self._file.closed:
+                return
+            self._dirty = False
+            fd = os.dup(self._file.fileno())  # stays valid if the file is rotated meanwhile
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def rotate(self) -> list[Path]:
         """Move the current file aside (if it holds events); return every file to drain."""

@@ -1,7 +1,8 @@
 """The open pixel and the click redirect (domain.tracking, services.tracking).
 
-Neither touches the database: a genuine event goes to this node's spool and
-the answer is immediate. A forged or altered link records nothing; a click
+Neither touches the database: a genuine event goes to this node's spool (a
+buffered append, no fsync, so the handlers run on the event loop) and the
+answer is immediate. A forged or altered link records nothing; a click
 link that does not verify gets a 404 page rather than a redirect, so Herald
 is never an open redirect.
 """
@@ -36,7 +37,7 @@ def tracking_router(runtime: Runtime, spool: Spool) -> APIRouter:
         }
 
     @router.get("/t/o/{token}", include_in_schema=False)
-    def opened(token: str, request: Request) -> Response:
+    async def opened(token: str, request: Request) -> Response:
         """The pixel: always a GIF; recorded only when the token is genuine."""
         try:
             delivery_id, campaign_id = tracking.read_open(runtime.secret, token)
@@ -47,7 +48,7 @@ def tracking_router(runtime: Runtime, spool: Spool) -> APIRouter:
         return Response(PIXEL, media_type="image/gif", headers=_NO_STORE)
 
     @router.get("/t/c/{token}", include_in_schema=False)
-    def clicked(token: str, request: Request, u: str = "") -> Response:
+    async def clicked(token: str, request: Request, u: str = "") -> Response:
         """Record the click and redirect to the link's target."""
         try:
             delivery_id, campaign_id = tracking.read_click(runtime.secret, token, u)
