@@ -146,7 +146,7 @@ def test_it_loads_only_enabled_relays_with_their_pool_settings(engine: Engine) -
     svc.set_relay(engine, SECRET, "b", enabled=False)
     [stored] = svc.load_stored_relays(engine, SECRET)
     assert stored.config.name == "a"
-    assert (stored.weight, stored.max_connections, stored.max_rate) == (2, 8, 5.0)
+    assert (stored.weight, stored.max_connections, stored.max_rate) == (2, 50, 5.0)
     assert svc.list_relays(engine)[0]["state"] == "healthy"
 
 

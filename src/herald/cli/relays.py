@@ -19,7 +19,8 @@ app = typer.Typer(help="SMTP relays.", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 WeightOpt = Annotated[int | None, typer.Option(help="Share of the traffic, relative to others.")]
 ConnOpt = Annotated[
-    int | None, typer.Option("--max-connections", help="Open SMTP sessions at most.")
+    int | None,
+    typer.Option("--max-connections", help="Open SMTP sessions, cluster-wide (default 50)."),
 ]
 _COLUMNS = (
     *("name", "address", "tls", "weight", "max conn", "max rate", "enabled", "state"),
@@ -48,7 +49,7 @@ def add(
         name,
         url,
         weight=1 if weight is None else weight,
-        max_connections=8 if max_connections is None else max_connections,
+        max_connections=svc.DEFAULT_CONNECTIONS if max_connections is None else max_connections,
         max_rate=None if max_rate is None else _parse_rate(max_rate),
     )
     _show_one(relay, json, "Added")

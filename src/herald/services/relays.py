@@ -32,6 +32,8 @@ from herald.store import relays as store
 RELAY_STATES = ("healthy", "open", "half_open", "failed", "disabled")
 MAX_WEIGHT = 1000
 MAX_CONNECTIONS = 1000
+# Cluster-wide: enough for several nodes at the default concurrency (8 each).
+DEFAULT_CONNECTIONS = 50
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,254}")
 _SETTABLE = frozenset({"url", "weight", "max_connections", "max_rate", "enabled"})
 
@@ -56,7 +58,7 @@ def add_relay(
     url: str,
     *,
     weight: int = 1,
-    max_connections: int = 8,
+    max_connections: int = DEFAULT_CONNECTIONS,
     max_rate: float | None = None,
 ) -> dict[str, Any]:
     """Store a new relay and return it as `list_relays` shows it.

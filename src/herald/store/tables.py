@@ -193,7 +193,7 @@ relays = Table(
     # (domain.sealing); never stored in clear.
     Column("password_sealed", Text, nullable=True),
     Column("weight", Integer, nullable=False, default=1),
-    Column("max_connections", Integer, nullable=False, default=8),
+    Column("max_connections", Integer, nullable=False, default=50),  # cluster-wide
     # Messages per second through this relay; NULL = unlimited.
     Column("max_rate", Float, nullable=True),
     Column("enabled", Boolean, nullable=False, default=True),
