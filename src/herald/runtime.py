@@ -38,8 +38,10 @@ def build_runtime(settings: Settings, *, migrate_schema: bool = False) -> Runtim
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     secret = ensure_secret_key(settings)
-    engine = make_engine(settings.effective_database_url, pool_size=max(5, settings.concurrency))
+    name = settings.node_name or f"{socket.gethostname()}-{os.getpid()}"
+    engine = make_engine(
+        settings.effective_database_url, pool_size=max(5, settings.concurrency), node_name=name
+    )
     if migrate_schema:
         migrate(engine)
-    name = settings.node_name or f"{socket.gethostname()}-{os.getpid()}"
     return Runtime(settings=settings, engine=engine, secret=secret, node_name=name)

@@ -9,12 +9,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine
+import psycopg
+import pytest
+from sqlalchemy import Engine, make_url, text
 
 from herald.config import Settings
 from herald.node import NodeState
 from herald.runtime import Runtime
 from herald.services import nodes
+from herald.store.engine import application_name
 from herald.web.app import create_app
 from tests.factories import add_subscribers, delivery_rows, make_campaign, make_list
 from tests.processes import Nodes, wait_until
@@ -108,3 +111,24 @@ def test_it_sends_through_the_stored_relays_without_herald_relays(
 
     wait_until(lambda: sink.count() == 20, 60, "the campaign through the stored relay")
     assert {r["status"] for r in delivery_rows(engine, campaign_id)} <= {"sent", "sending"}
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_silent_node_is_fenced_so_its_row_locks_are_released(
+    engine: Engine, database_url: str
+) -> None:
+    add_subscribers(engine, make_list(engine), 1)
+    nodes.register_node(engine, "ghost", roles="worker")
+    nodes.register_node(engine, "me", roles="worker")
+    # The ghost's session holds a row lock, as a node frozen mid-statement would.
+    dsn = make_url(database_url).set(drivername="postgresql").render_as_string(False)
+    ghost = psycopg.connect(dsn, application_name=application_name("ghost"))
+    ghost.execute("SELECT id FROM subscribers FOR UPDATE")
+    assert nodes.fence_stale(engine, me="me", stale_after=60) == []  # not silent yet
+    assert nodes.fence_stale(engine, me="me", stale_after=-1) == ["ghost"]
+    with pytest.raises(psycopg.OperationalError):
+        ghost.execute("SELECT 1")
+    ghost.close()
+    with engine.begin() as conn:  # the lock is gone: this does not wait
+        conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+        conn.execute(text("SELECT id FROM subscribers FOR UPDATE NOWAIT"))

@@ -7,7 +7,9 @@
 - `RelayUpkeep.tick` (called by the worker's keeper) stores what the pool saw
   (counts, latency, state changes) and, every few seconds, reloads the stored
   relays and the number of live sending nodes, which sets this node's share
-  of every cluster-wide relay and domain limit.
+  of every cluster-wide relay and domain limit, and fences nodes silent past
+  their leases (ends their database sessions, so a node frozen mid-statement
+  cannot keep its rows locked).
 """
 
 from __future__ import annotations
@@ -40,8 +42,13 @@ class RelayUpkeep:
         pool: RelayPool,
         *,
         source: Callable[[], list[PoolRelay]] | None = None,
+        node_name: str = "",
+        stale_after: float = 10.0,
     ) -> None:
         self.engine = engine
+        self.node_name = node_name
+        self.stale_after = stale_after
+        self._fence_failed = False
         self.pool = pool
         self._source = source
         self._reloaded = 0.0
@@ -89,6 +96,7 @@ class RelayUpkeep:
     async def _reload(self) -> None:
         live = await asyncio.to_thread(nodes.count_live, self.engine, role="worker")
         self.pool.share(live)
+        await self._fence()
         if self._source is None:
             return
         try:
@@ -97,6 +105,21 @@ class RelayUpkeep:
             log.error("cannot load the stored relays (%s); keeping the current ones", exc)
             return
         await close_all(self.pool.update(relays))
+
+    async def _fence(self) -> None:
+        """End the database sessions of nodes silent past their leases (see nodes.fence_stale)."""
+        if self._fence_failed:
+            return
+        try:
+            fenced = await asyncio.to_thread(
+                nodes.fence_stale, self.engine, me=self.node_name, stale_after=self.stale_after
+            )
+        except SQLAlchemyError as exc:  # e.g. not allowed to end other sessions
+            self._fence_failed = True
+            log.warning("cannot fence silent nodes (%s); continuing without", exc)
+            return
+        if fenced:
+            log.warning("ended the database sessions of silent nodes: %s", ", ".join(fenced))
 
     async def close(self) -> None:
         """Stop probes, close idle sessions and store the last reports (best effort)."""

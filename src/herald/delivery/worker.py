@@ -118,7 +118,13 @@ class Worker:
             domain_limits=opts.domain_limits,
             metrics=self.metrics,
         )
-        self.upkeep = RelayUpkeep(engine, self.pool, source=relay_source)
+        self.upkeep = RelayUpkeep(
+            engine,
+            self.pool,
+            source=relay_source,
+            node_name=opts.node_name,
+            stale_after=opts.lease_ttl,
+        )
         self._retry = RetryPolicy(opts.max_attempts, opts.retry_base_seconds, opts.breaker.cooldown)
         self.stats = WorkerStats()
         self._queue: asyncio.Queue[Job] = asyncio.Queue()

@@ -13,6 +13,7 @@ from herald import __version__
 from herald.domain.clock import as_utc, utcnow
 from herald.errors import NotFound
 from herald.store import nodes as store
+from herald.store.engine import application_name
 
 ALIVE_SECONDS = 5.0
 
@@ -75,3 +76,25 @@ def count_live(engine: Engine, *, role: str) -> int:
     """How many nodes with ``role`` are alive (at least 1: the caller is one)."""
     live = [n for n in list_nodes(engine) if n["alive"] and role in n["roles"].split(",")]
     return max(1, len(live))
+
+
+def fence_stale(engine: Engine, *, me: str, stale_after: float) -> list[str]:
+    """End the database sessions of nodes silent for ``stale_after`` seconds but not gone.
+
+    Their leases have run out by then; a frozen node that wakes finds its
+    sessions closed and reconnects, and its late acks are refused by the
+    lease guard. Node ``me`` (the caller) is never fenced. Returns the names
+    of the nodes fenced.
+    """
+    now = utcnow()
+    with engine.begin() as conn:
+        stale = [
+            row["name"]
+            for row in store.list_nodes(conn)
+            if row["state"] != "gone"
+            and row["name"] != me
+            and (now - as_utc(row["heartbeat_at"])).total_seconds() > stale_after
+        ]
+        if stale and store.fence(conn, [application_name(n) for n in stale]):
+            return stale
+    return []

@@ -66,23 +66,35 @@ def is_sqlite(engine: Engine) -> bool:
 
 
 def make_engine(
-    url: str, *, pool_size: int = 5, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT
+    url: str,
+    *,
+    pool_size: int = 5,
+    connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
+    node_name: str | None = None,
 ) -> Engine:
     """Create an engine for ``url``; SQLite parent directories are created.
 
     ``connect_timeout`` (seconds, per PostgreSQL host) applies unless the URL
-    sets its own. Raises ConfigError for an unsupported URL.
+    sets its own. On PostgreSQL the sessions carry ``node_name`` as their
+    application name, so other nodes can fence a frozen one (store.nodes.fence).
+    Raises ConfigError for an unsupported URL.
     """
     url = normalise_url(url)
     if url.startswith("sqlite:"):
         return _sqlite_engine(url)
     if url.startswith("postgresql+psycopg:"):
-        return _postgres_engine(url, pool_size=pool_size, connect_timeout=connect_timeout)
+        return _postgres_engine(
+            url, pool_size=pool_size, connect_timeout=connect_timeout, node_name=node_name
+        )
     raise ConfigError(f"unsupported database URL {url!r}: use sqlite:/// or postgresql://")
 
 
-def _postgres_engine(url: str, *, pool_size: int, connect_timeout: int) -> Engine:
+def _postgres_engine(
+    url: str, *, pool_size: int, connect_timeout: int, node_name: str | None
+) -> Engine:
     connect_args: dict[str, Any] = {}
+    if node_name:
+        connect_args["application_name"] = application_name(node_name)
     if "connect_timeout" not in make_url(url).query:
         connect_args["connect_timeout"] = connect_timeout
     # Herald's transactions last milliseconds. A session idle inside one for
@@ -102,6 +114,11 @@ def _postgres_engine(url: str, *, pool_size: int, connect_timeout: int) -> Engin
         pool_recycle=1800,
         connect_args=connect_args,
     )
+
+
+def application_name(node_name: str) -> str:
+    """The PostgreSQL application name of a node's sessions (at most 63 bytes)."""
+    return f"herald:{node_name}".encode()[:63].decode(errors="ignore")
 
 
 def _sqlite_engine(url: str) -> Engine:

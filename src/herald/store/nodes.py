@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, select, text, update
 
 from herald.store.dialect import upsert
 from herald.store.tables import nodes
@@ -60,3 +60,22 @@ def forget_gone(conn: Connection, *, before: datetime) -> int:
     """Delete rows of nodes gone (or silent) since before ``before``."""
     result = conn.execute(delete(nodes).where(nodes.c.heartbeat_at < before))
     return result.rowcount
+
+
+def fence(conn: Connection, application_names: list[str]) -> int:
+    """End the database sessions of the given nodes (PostgreSQL; elsewhere a no-op).
+
+    A node frozen in the middle of a statement can hold row locks that no
+    server timeout releases; ending its sessions lets the live nodes take its
+    work over. Returns how many sessions were ended.
+    """
+    if conn.dialect.name != "postgresql" or not application_names:
+        return 0
+    ended = conn.execute(
+        text(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = ANY(:names) AND pid <> pg_backend_pid()"
+        ),
+        {"names": application_names},
+    ).scalar()
+    return int(ended or 0)
