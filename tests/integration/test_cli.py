@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
+from herald.store.engine import make_engine
 from tests.processes import free_port
 
 
@@ -131,3 +133,22 @@ def test_it_runs_the_demo_to_the_capture_relay(herald: Herald) -> None:
     assert "finished" in proc.stdout and "sent 40" in proc.stdout
     captured = list((herald.cwd / "data" / "captured").rglob("*.eml"))
     assert len(captured) == 40
+
+
+def test_migrate_check_tells_whether_this_version_fits_the_database(
+    herald: Herald, database_url: str
+) -> None:
+    herald.run("migrate")
+    report = herald.json("migrate", "--check")
+    assert (report["state"], report["compatible"]) == ("current", True)
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as conn:  # as if a newer Herald had migrated it
+            conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+        assert herald.json("migrate", "--check")["state"] == "ahead"
+        with engine.begin() as conn:  # as if this were an older database
+            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+        behind = herald.run("migrate", "--check", ok=False)
+        assert behind.returncode == 1 and "run herald migrate" in behind.stdout
+    finally:
+        engine.dispose()

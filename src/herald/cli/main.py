@@ -17,6 +17,7 @@ from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
 from herald.errors import HeraldError
+from herald.services import health
 from herald.store.engine import migrate
 
 if TYPE_CHECKING:
@@ -97,6 +98,38 @@ def init(ctx: typer.Context, json: JsonOpt = False) -> None:
             "already up to date" if before == after else f"migrated {before or 'empty'} → {after}"
         )
         console.print(f"Database {url}: {state}.")
+
+
+@app.command("migrate")
+def migrate_command(
+    ctx: typer.Context,
+    check: Annotated[
+        bool,
+        typer.Option("--check", help="Only tell whether this version fits the database."),
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Migrate the database (expand-only, safe while older nodes run), or --check it.
+
+    With --check: exit 0 when this version of Herald can run against the
+    database (schema current, or newer from a later version), 1 when it needs
+    'herald migrate' first. Live nodes and their versions are listed.
+    """
+    runtime = cli_context(ctx).runtime()
+    if not check:
+        init(ctx, json)
+        return
+    report = health.schema_compatibility(runtime.engine)
+    if json:
+        print_json(report)
+    else:
+        console.print(
+            f"Schema {report['revision'] or 'empty'} (this version's head: {report['head']}): "
+            f"{report['state']} — {'compatible' if report['compatible'] else 'run herald migrate'}"
+        )
+        for node in report["live_nodes"]:  # type: ignore[attr-defined]
+            console.print(f"  live node {node['name']}: version {node['version']}")
+    raise typer.Exit(0 if report["compatible"] else 1)
 
 
 def _serve_options(ctx: typer.Context, host: str | None, port: int | None) -> CliContext:
