@@ -85,11 +85,24 @@ def archive_rows(path: Path) -> tuple[Manifest, dict[str, Rows]]:
     return manifest, out
 
 
-def assert_database_equals_archive(engine: Engine, path: Path) -> Manifest:
+def assert_database_equals_archive(
+    engine: Engine, path: Path, *, paused: tuple[int, ...] = ()
+) -> Manifest:
+    """Every restored table equals the archive, except that the campaigns in
+    ``paused`` were running in it and are paused now."""
     manifest, archived = archive_rows(path)
     for entry in manifest.tables:
-        restored = db_rows(engine, entry.name, [c.name for c in entry.columns])
-        assert restored == archived[entry.name], f"table {entry.name} differs"
+        columns = [c.name for c in entry.columns]
+        expected = archived[entry.name]
+        if entry.name == "campaigns" and paused:
+            at = columns.index("status")
+            assert all(expected[(i,)][at] == "running" for i in paused)
+            expected = {
+                k: (*row[:at], "paused", *row[at + 1 :]) if k[0] in paused else row
+                for k, row in expected.items()
+            }
+        restored = db_rows(engine, entry.name, columns)
+        assert restored == expected, f"table {entry.name} differs"
         assert len(restored) == entry.rows
     return manifest
 
@@ -220,8 +233,9 @@ def test_it_restores_a_backup_taken_mid_campaign_into_the_other_backend(
     restored = backups.restore_backup(result.path, target_url)
     assert restored.tables == {t.name: t.rows for t in manifest.tables}
     target = make_engine(target_url)
+    assert restored.paused == [campaign_id]  # it was running: nothing resumes blindly
     try:
-        assert_database_equals_archive(target, result.path)
+        assert_database_equals_archive(target, result.path, paused=(campaign_id,))
         assert _sent(target) == len(sent_then)
         assert current_revision(target) == head_revision()
         # Sequences (PostgreSQL) point past the restored ids: new rows insert.

@@ -98,6 +98,7 @@ def restore(
                 "schema_revision": result.schema_revision,
                 "migrated_to": result.migrated_to,
                 "seconds": result.seconds,
+                "paused_campaigns": result.paused,
             }
         )
         return
@@ -110,6 +111,12 @@ def restore(
         f"Restored {sum(result.tables.values())} rows in {len(result.tables)} tables "
         f"into {result.database}{migrated} ({result.seconds} s)."
     )
+    if result.paused:
+        ids = ", ".join(str(i) for i in result.paused)
+        console.print(
+            f"Campaigns {ids} were running at the snapshot and are now paused: the old "
+            "installation may have sent more since. Resume each with 'herald campaigns resume ID'."
+        )
 
 
 @app.command("verify")

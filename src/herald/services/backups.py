@@ -53,6 +53,9 @@ class RestoreResult:
     schema_revision: str
     migrated_to: str
     seconds: float
+    # Campaigns running at the snapshot, paused by the restore: their recipients
+    # may have been sent to since, so nothing resumes until someone decides.
+    paused: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -173,6 +176,9 @@ def restore_backup(
        in dependency order in one transaction (batched inserts, ids kept),
        point PostgreSQL sequences past the loaded ids.
     4. Migrate to this code's head revision.
+    5. Pause the campaigns that were running at the snapshot (RELIABILITY
+       row 13): the old cluster may have sent since, so nothing is resent
+       blindly; ``herald campaigns resume`` continues one deliberately.
 
     Raises InvalidInput (corrupt, truncated, not a backup, newer schema),
     Conflict (target not empty, or at a schema revision this code does not know).
@@ -204,6 +210,8 @@ def _restore_checked(
         _prepare_target(engine, manifest.schema_revision, force=force)
         tables = _load_tables(engine, path, manifest, progress)
         _, head = migrate(engine)
+        with engine.begin() as conn:
+            paused = dump.pause_running(conn)
         database = engine.url.render_as_string(hide_password=True)
     finally:
         engine.dispose()
@@ -214,6 +222,7 @@ def _restore_checked(
         schema_revision=manifest.schema_revision,
         migrated_to=head,
         seconds=round(time.monotonic() - started, 3),
+        paused=paused,
     )
 
 

@@ -41,6 +41,7 @@ from sqlalchemy import (
     inspect,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.types import TypeEngine
@@ -48,7 +49,7 @@ from sqlalchemy.types import TypeEngine
 from herald.domain.backupformat import ColumnSpec
 from herald.errors import InvalidInput
 from herald.store.engine import MIGRATIONS_DIR, alembic_config, current_revision, make_engine
-from herald.store.tables import metadata
+from herald.store.tables import campaigns, metadata
 
 # A backup or restore reads or writes for as long as the data takes; the
 # session limits meant for the send path's millisecond transactions would end it.
@@ -324,3 +325,15 @@ def migrate_to(engine: Engine, revision: str) -> None:
         command.upgrade(cfg, revision)
     else:
         command.downgrade(cfg, revision)
+
+
+def pause_running(conn: Connection) -> list[int]:
+    """Pause the campaigns that were running when the backup was taken; returns their ids.
+
+    Only the status changes (``updated_at`` stays as the snapshot had it).
+    """
+    running = select(campaigns.c.id).where(campaigns.c.status == "running")
+    ids = sorted(int(i) for i in conn.scalars(running))
+    if ids:
+        conn.execute(update(campaigns).where(campaigns.c.id.in_(ids)).values(status="paused"))
+    return ids
