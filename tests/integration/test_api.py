@@ -12,12 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from herald.config import Settings
-from herald.node import NodeState
-from herald.runtime import Runtime, build_runtime
+from herald.runtime import Runtime
 from herald.services import auth
-from herald.web.app import create_app
 from tests.factories import SECRET
+from tests.webapp import web_app
 
 PASSWORD = "correct horse battery"
 
@@ -49,14 +47,8 @@ class Api:
 
 @pytest.fixture
 async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    runtime = build_runtime(
-        Settings(database_url=database_url, data_dir=tmp_path, secret_key=SECRET)
-    )
-    app = create_app(runtime, NodeState())
-    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
-    async with httpx.AsyncClient(transport=transport, base_url="http://herald.test") as http:
-        yield Api(http, runtime)
-    runtime.close()
+    async with web_app(database_url, tmp_path, client=("203.0.113.7", 4321)) as app:
+        yield Api(app.http, app.runtime)
 
 
 def assert_problem(response: httpx.Response, status: int, text: str) -> None:

@@ -15,14 +15,9 @@ import httpx
 import pytest
 from sqlalchemy import Engine, select
 
-from herald.config import Settings
-from herald.node import NodeState
-from herald.runtime import Runtime, build_runtime
 from herald.services import campaigns, tracking
 from herald.store.tables import tracking_events
-from herald.web.app import create_app
 from tests.factories import (
-    SECRET,
     add_subscribers,
     finished,
     make_campaign,
@@ -32,6 +27,7 @@ from tests.factories import (
 )
 from tests.processes import free_port
 from tests.sinks import Sink
+from tests.webapp import WebApp, web_app
 
 HTML = (
     '<html><body><p>Hi {{ subscriber.name }}</p><a href="https://shop.example.com/sale">Sale</a>'
@@ -40,8 +36,8 @@ HTML = (
 
 
 class Site:
-    def __init__(self, http: httpx.AsyncClient, runtime: Runtime, state: NodeState) -> None:
-        self.http, self.runtime, self.state = http, runtime, state
+    def __init__(self, app: WebApp) -> None:
+        self.http, self.state = app.http, app.state
 
     @property
     def spool(self) -> tracking.Spool:
@@ -51,21 +47,8 @@ class Site:
 
 @pytest.fixture
 async def site(database_url: str, tmp_path: Path) -> AsyncIterator[Site]:
-    runtime = build_runtime(
-        Settings(
-            database_url=database_url,
-            data_dir=tmp_path,
-            secret_key=SECRET,
-            base_url="http://herald.test",
-        )
-    )
-    state = NodeState()
-    app = create_app(runtime, state)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://herald.test"
-    ) as http:
-        yield Site(http, runtime, state)
-    runtime.close()
+    async with web_app(database_url, tmp_path) as app:
+        yield Site(app)
 
 
 def links_in(sink: Sink, rcpt: str) -> tuple[str, str]:
@@ -143,21 +126,11 @@ async def test_clicks_are_recorded_while_the_database_is_down(
     await asyncio.to_thread(send, engine, sink, campaign_id)
     click, pixel = links_in(sink, "user1@example.com")
     # A node whose database is unreachable: nothing listens on this port.
-    down = build_runtime(
-        Settings(
-            database_url=f"postgresql://herald@127.0.0.1:{free_port()}/herald",
-            data_dir=tmp_path / "down",
-            secret_key=SECRET,
-            base_url="http://herald.test",
-        )
-    )
-    state = NodeState()
-    app = create_app(down, state)
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://herald.test"
-    ) as http:
-        assert (await http.get(path_of(click))).status_code == 302
-        assert (await http.get(path_of(pixel))).status_code == 200
+    unreachable = f"postgresql://herald@127.0.0.1:{free_port()}/herald"
+    async with web_app(unreachable, tmp_path / "down") as down:
+        assert (await down.http.get(path_of(click))).status_code == 302
+        assert (await down.http.get(path_of(pixel))).status_code == 200
+    state = down.state
     assert state.spool is not None and state.spool.backlog() > 0
     # The database is back (here: the campaign's own): the spool drains into it.
     assert tracking.drain(engine, state.spool) == 2

@@ -13,13 +13,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine
 
-from herald.config import Settings
-from herald.node import NodeState
-from herald.runtime import Runtime, build_runtime
 from herald.store import subscriptions
-from herald.web.app import create_app
 from tests.factories import (
-    SECRET,
     add_subscribers,
     finished,
     make_campaign,
@@ -28,19 +23,13 @@ from tests.factories import (
     run_worker_until,
 )
 from tests.sinks import Sink
+from tests.webapp import web_app
 
 
 @pytest.fixture
 async def client(database_url: str, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    runtime: Runtime = build_runtime(
-        Settings(database_url=database_url, data_dir=tmp_path, secret_key=SECRET)
-    )
-    app = create_app(runtime, NodeState())
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://herald.test"
-    ) as http:
-        yield http
-    runtime.close()
+    async with web_app(database_url, tmp_path) as app:
+        yield app.http
 
 
 async def _send_campaign(engine: Engine, sink: Sink, recipients: int) -> None:
