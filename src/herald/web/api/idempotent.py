@@ -44,6 +44,7 @@ class IdempotencyMiddleware:
         except HeraldError:
             await self.app(scope, _replaying(body), send)  # the route refuses it
             return
+        scope.setdefault("state", {})["principal"] = principal  # the route need not ask again
         digest = hashlib.sha256(f"{path}?{scope.get('query_string', b'').decode()}\n".encode())
         digest.update(body)
         try:

@@ -51,7 +51,8 @@ def requires(runtime: Runtime, role: access.Role) -> Callable[[Request], Princip
     """A dependency: the caller, who must have at least ``role``."""
 
     def dependency(request: Request) -> Principal:
-        principal = identify(runtime, request)
+        # The idempotency middleware may have identified the caller already.
+        principal = getattr(request.state, "principal", None) or identify(runtime, request)
         if not access.allows(principal.role, role):
             raise Forbidden(f"this needs the {role} role; you are {principal.role}")
         request.state.principal = principal
