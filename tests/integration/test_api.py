@@ -7,13 +7,18 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import select, update
 
-from herald.runtime import Runtime
-from herald.services import auth
+from herald.config import Settings
+from herald.domain.clock import utcnow
+from herald.runtime import Runtime, build_runtime
+from herald.services import auth, idempotency
+from herald.store.tables import idempotency_keys
 from tests.factories import SECRET
 from tests.webapp import web_app
 
@@ -254,3 +259,26 @@ def test_the_cli_makes_users_and_tokens_that_the_api_accepts(
     assert created["token"] not in shown and "token_hash" not in shown
     assert herald("tokens", "revoke", "ci").returncode == 0
     assert herald("tokens", "revoke", "ci").returncode == 3
+
+
+def test_idempotency_keys_are_forgotten_after_a_day(database_url: str, tmp_path: Path) -> None:
+    runtime = build_runtime(
+        Settings(database_url=database_url, data_dir=tmp_path, secret_key=SECRET)
+    )
+    try:
+        for key in ("old", "new"):
+            idempotency.begin(
+                runtime.engine, "token:1", key, method="POST", path="/lists", request_hash="h"
+            )
+        with runtime.engine.begin() as conn:
+            conn.execute(
+                update(idempotency_keys)
+                .where(idempotency_keys.c.key == "old")
+                .values(created_at=utcnow() - idempotency.KEEP - timedelta(minutes=1))
+            )
+        assert idempotency.purge(runtime.engine) == 1
+        with runtime.engine.begin() as conn:
+            left = conn.scalars(select(idempotency_keys.c.key)).all()
+        assert left == ["new"]
+    finally:
+        runtime.close()

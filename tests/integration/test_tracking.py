@@ -91,6 +91,8 @@ async def test_opens_and_clicks_are_counted_unique_and_total(
     for url in (pixel, pixel, other_pixel):
         image = await site.http.get(path_of(url))
         assert image.headers["content-type"] == "image/gif"
+    scraped = (await site.http.get("/metrics")).text
+    assert re.search(r"^herald_tracking_spool_bytes [1-9]", scraped, re.MULTILINE)
     assert tracking.drain(engine, site.spool) == 5
 
     with engine.begin() as conn:

@@ -69,6 +69,13 @@ class SendMetrics(Collector):
             "Claimed messages not sent because this node's lease on them had run out.",
             registry=None,
         )
+        self.requeued = Counter(
+            "herald_lease_requeues",
+            "Rows whose lease expired (a node died or froze) that this node put back in "
+            "the queue, by what became of them (pending again, or failed: too many attempts).",
+            ["result"],
+            registry=None,
+        )
         self.send_seconds = Histogram(
             "herald_send_duration_seconds",
             "Time from taking a relay slot to the relay's answer, per relay.",
@@ -95,7 +102,8 @@ class SendMetrics(Collector):
             self.ambiguous.labels(relay).inc()
 
     def collect(self) -> Iterator[Metric]:
-        for metric in (self.deliveries, self.ambiguous, self.lease_skips, self.send_seconds):
+        metrics = (self.deliveries, self.ambiguous, self.lease_skips, self.requeued)
+        for metric in (*metrics, self.send_seconds):
             yield from metric.collect()
         yield relay_state_family(
             "herald_relay_state",

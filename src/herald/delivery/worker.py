@@ -346,9 +346,11 @@ class Worker:
         while not stop.is_set():
             try:
                 await self._renew()
-                await asyncio.to_thread(
+                done = await asyncio.to_thread(
                     outbox.housekeeping, self.engine, max_attempts=self.opts.max_attempts
                 )
+                self.metrics.requeued.labels("pending").inc(done.requeued)
+                self.metrics.requeued.labels("failed").inc(done.failed)
                 if self._kits:
                     states = await asyncio.to_thread(
                         outbox.campaign_statuses, self.engine, list(self._kits)

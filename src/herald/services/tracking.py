@@ -22,6 +22,7 @@ import logging
 import os
 import secrets
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from herald.domain.clock import utcnow
 from herald.errors import HeraldError
+from herald.services import idempotency
 from herald.store import tracking as store
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 DRAIN_SECONDS = 1.0
 SYNC_SECONDS = 0.05
+PURGE_SECONDS = 600.0
 CURRENT = "current.jsonl"
 
 
@@ -134,9 +137,16 @@ async def drain_spool(engine: Engine, spool: Spool, stop: asyncio.Event) -> None
     """Drain ``spool`` every `DRAIN_SECONDS` until ``stop``, then once more and close it.
 
     Database errors are logged and retried: the events wait in their files.
+    Every `PURGE_SECONDS` it also forgets idempotency keys past their day
+    (the other upkeep of the HTTP side; deleting them twice is harmless).
     """
     syncer = asyncio.create_task(_sync_often(spool, stop))
+    purged_at = 0.0
     while True:
+        if time.monotonic() - purged_at > PURGE_SECONDS:  # idempotency keys past their day
+            purged_at = time.monotonic()
+            with contextlib.suppress(HeraldError, SQLAlchemyError):
+                await asyncio.to_thread(idempotency.purge, engine)
         stopping = stop.is_set()
         try:
             await asyncio.to_thread(drain, engine, spool)

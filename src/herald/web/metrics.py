@@ -155,6 +155,12 @@ class NodeCollector(Collector):
             "1 while this node drains (no new claims, /readyz 503), else 0.",
             value=1 if self.state.draining else 0,
         )
+        if self.state.spool is not None:
+            yield GaugeMetricFamily(
+                "herald_tracking_spool_bytes",
+                "Tracking events in this node's spool, not yet in the database (bytes).",
+                value=self.state.spool.backlog(),
+            )
 
 
 class DatabaseCollector(Collector):
