@@ -70,6 +70,14 @@ def send(engine: Engine, sink: Sink, campaign_id: int) -> None:
     run_worker_until(engine, [relay(sink.url)], finished(engine, campaign_id))
 
 
+async def sent_campaign(engine: Engine, sink: Sink, recipients: int) -> int:
+    """A campaign with tracked links, sent to ``recipients`` subscribers; its id."""
+    add_subscribers(engine, make_list(engine), recipients)
+    campaign_id = make_campaign(engine, html=HTML)
+    await asyncio.to_thread(send, engine, sink, campaign_id)
+    return campaign_id
+
+
 def path_of(url: str) -> str:
     parts = urlsplit(url)
     return parts.path + (f"?{parts.query}" if parts.query else "")
@@ -78,9 +86,7 @@ def path_of(url: str) -> str:
 async def test_opens_and_clicks_are_counted_unique_and_total(
     site: Site, engine: Engine, sink: Sink
 ) -> None:
-    add_subscribers(engine, make_list(engine), 3)
-    campaign_id = make_campaign(engine, html=HTML)
-    await asyncio.to_thread(send, engine, sink, campaign_id)
+    campaign_id = await sent_campaign(engine, sink, 3)
     click, pixel = links_in(sink, "user1@example.com")
     _, other_pixel = links_in(sink, "user2@example.com")
 
@@ -107,9 +113,7 @@ async def test_opens_and_clicks_are_counted_unique_and_total(
 async def test_a_forged_or_altered_link_records_nothing_and_redirects_nowhere(
     site: Site, engine: Engine, sink: Sink
 ) -> None:
-    add_subscribers(engine, make_list(engine), 1)
-    campaign_id = make_campaign(engine, html=HTML)
-    await asyncio.to_thread(send, engine, sink, campaign_id)
+    campaign_id = await sent_campaign(engine, sink, 1)
     click, _ = links_in(sink, "user1@example.com")
     elsewhere = path_of(click).split("?u=")[0] + "?u=https%3A%2F%2Fevil.example.net%2F"
     refused = await site.http.get(elsewhere)
@@ -123,9 +127,7 @@ async def test_a_forged_or_altered_link_records_nothing_and_redirects_nowhere(
 async def test_clicks_are_recorded_while_the_database_is_down(
     engine: Engine, sink: Sink, tmp_path: Path
 ) -> None:
-    add_subscribers(engine, make_list(engine), 1)
-    campaign_id = make_campaign(engine, html=HTML)
-    await asyncio.to_thread(send, engine, sink, campaign_id)
+    campaign_id = await sent_campaign(engine, sink, 1)
     click, pixel = links_in(sink, "user1@example.com")
     # A node whose database is unreachable: nothing listens on this port.
     unreachable = f"postgresql://herald@127.0.0.1:{free_port()}/herald"
