@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=30.0, ge=0)
     capture_port: int = Field(default=2525, ge=0, le=65535)
     heartbeat_interval: float = Field(default=1.0, gt=0)
+    # Cluster singletons (alerts, probes, scheduled backups, maintenance): how
+    # long a node holds a job's lease without renewing it; also how long the
+    # job pauses when its node dies.
+    duty_lease_ttl: float = Field(default=15.0, gt=0.1)
     # Relay circuit breakers: failures in a row that open one, the first
     # cool-down before a probe, and the first pause after a relay refused us.
     relay_failure_threshold: int = Field(default=5, ge=1)

@@ -12,7 +12,7 @@ from typing import Any
 
 import uvicorn
 
-from herald.cluster import Membership
+from herald.cluster import Membership, Singletons
 from herald.delivery.capture import CaptureRelay
 from herald.delivery.metrics import SendMetrics
 from herald.delivery.pool import PoolRelay
@@ -21,6 +21,7 @@ from herald.domain.breaker import BreakerPolicy
 from herald.domain.relays import RelayConfig
 from herald.domain.throttle import parse_domain_limits
 from herald.errors import ConfigError
+from herald.ops.registry import cluster_duties
 from herald.runtime import Runtime
 from herald.services import relays
 from herald.services.tracking import Spool, drain_spool
@@ -99,6 +100,14 @@ async def run_node(
     async with contextlib.AsyncExitStack() as stack:
         tasks = [asyncio.create_task(membership.run(stop))]
         stack.push_async_callback(membership.leave)
+        singletons = Singletons(
+            runtime.engine,
+            runtime.node_name,
+            cluster_duties(runtime),
+            ttl=runtime.settings.duty_lease_ttl,
+            is_draining=lambda: state.draining,
+        )
+        tasks.append(asyncio.create_task(singletons.run(stop)))
         if worker:
             state.worker = await _start_worker(runtime, state, stack)
             tasks.append(asyncio.create_task(state.worker.run(stop)))

@@ -282,3 +282,29 @@ tracking_events = Table(
     _ts("at"),
     Index(None, "campaign_id", "kind"),
 )
+
+# One row per cluster singleton (alert evaluation, probes, scheduled backups,
+# maintenance): whoever holds an unexpired lease runs it (store.leases).
+cluster_leases = Table(
+    "cluster_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(255), nullable=True),  # node name
+    _ts("expires_at", nullable=True),
+    Column("epoch", Integer, nullable=False, default=0),  # bumped when the holder changes
+)
+
+# What each singleton job did and when: "backup older than N h" and the
+# schedules read the last successful run from here.
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("job", String(64), nullable=False),
+    Column("node", String(255), nullable=False),
+    _ts("started_at"),
+    _ts("finished_at", nullable=True),
+    Column("ok", Boolean, nullable=True),  # NULL while it runs
+    Column("detail", Text, nullable=False, default=""),
+    Index(None, "job", "started_at"),
+)

@@ -1,0 +1,1 @@
+"""Operations that run once per cluster: probes, alerts, scheduled backups, maintenance."""
