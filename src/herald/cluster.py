@@ -85,6 +85,11 @@ class Duty:
     interval: float = 60.0
     next_due: Callable[[datetime | None], datetime] | None = None
     record: bool = True
+    # Keep running on the node that last held the lease while the database is
+    # unreachable (alert evaluation must be able to report that very outage).
+    # Two nodes may then both run it; they cannot both have held it last
+    # unless the lease expired in between.
+    through_outage: bool = False
 
     def is_due(self, last_start: datetime | None, now: datetime) -> bool:
         if self.next_due is not None:
@@ -98,7 +103,9 @@ class Singletons:
     The lease is renewed every ``ttl / 3`` seconds, also while the duty runs.
     A node that stops (or drains) gives its leases up; one that dies loses
     them after ``ttl`` and another node takes over. A new holder reads the
-    last recorded start, so a schedule survives the change of holder.
+    last recorded start, so a schedule survives the change of holder. While
+    the database is unreachable nobody holds a lease, except that the last
+    holder of a ``through_outage`` duty goes on running it.
     """
 
     def __init__(
@@ -127,7 +134,7 @@ class Singletons:
         known = False  # whether last_start was read since we took the lease
         try:
             while not stop.is_set():
-                if await self._hold(duty.name):
+                if await self._hold(duty.name, through_outage=duty.through_outage):
                     if not known:
                         last_start = await self._last_start(duty)
                         known = True
@@ -147,7 +154,7 @@ class Singletons:
                     )
                 self.held.discard(duty.name)
 
-    async def _hold(self, name: str) -> bool:
+    async def _hold(self, name: str, *, through_outage: bool = False) -> bool:
         if self.is_draining():
             held = False
         else:
@@ -156,7 +163,8 @@ class Singletons:
                     duties.take_lease, self.engine, name, holder=self.node, ttl=self.ttl
                 )
             except SQLAlchemyError:
-                held = False  # the database is away: nobody can prove they hold it
+                # The database is away: nobody can prove they hold the lease.
+                held = through_outage and name in self.held
         if held and name not in self.held:
             log.info("node %s now runs %s for the cluster", self.node, name)
         (self.held.add if held else self.held.discard)(name)
@@ -196,4 +204,4 @@ class Singletons:
     async def _renew_while_running(self, name: str, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.ttl / 3)
-            await self._hold(name)
+            await self._hold(name, through_outage=True)
