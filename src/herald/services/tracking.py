@@ -99,13 +99,17 @@ class Spool:
 
     def rotate(self) -> list[Path]:
         """Move the current file aside (if it holds events); return every file to drain."""
+        full = None
         with self._lock:
             if self._file.tell() > 0:
-                os.fsync(self._file.fileno())
-                self._file.close()
+                full = self._file
                 name = f"batch-{utcnow().strftime('%Y%m%dT%H%M%S%f')}.jsonl"
                 os.replace(self.directory / CURRENT, self.directory / name)
                 self._file = (self.directory / CURRENT).open("a", encoding="utf-8")
+                self._dirty = False
+        if full is not None:  # fsync outside the lock: recording never waits for the disk
+            os.fsync(full.fileno())
+            full.close()
         return sorted(self.directory.glob("batch-*.jsonl"))
 
     def backlog(self) -> int:
