@@ -19,7 +19,13 @@ from sqlalchemy import Engine
 from herald.store.engine import make_engine, migrate
 
 # Real SMTP sink fixtures (sink, sink_factory) for every test.
-pytest_plugins = ["tests.sinks", "tests.processes", "tests.postfix"]
+pytest_plugins = [
+    "tests.sinks",
+    "tests.processes",
+    "tests.postfix",
+    "tests.webhooks",
+    "tests.apiclient",
+]
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_TEMPLATE = f"herald_tpl_{os.getpid()}"

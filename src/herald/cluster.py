@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -30,6 +31,7 @@ class Membership:
         interval: float = 1.0,
         on_drain: Callable[[], None],
         is_draining: Callable[[], bool],
+        stats: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.engine = engine
         self.name = name
@@ -37,6 +39,8 @@ class Membership:
         self.interval = interval
         self.on_drain = on_drain
         self.is_draining = is_draining
+        # What this node reports with each heartbeat (HTTP counts, spool backlog).
+        self.stats = stats
 
     async def run(self, stop: asyncio.Event) -> None:
         """Heartbeat until ``stop``; then mark the node gone.
@@ -52,6 +56,7 @@ class Membership:
                 self.name,
                 draining=self.is_draining(),
                 roles=self.roles,
+                stats=None if self.stats is None else self.stats(),
             )
             if requested and not self.is_draining():
                 log.warning("drain requested for node %s", self.name)

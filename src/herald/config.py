@@ -20,6 +20,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from herald.domain.schedules import parse_interval, parse_schedule
+from herald.domain.slo import endpoint_targets
 from herald.domain.throttle import parse_domain_limits
 from herald.errors import ConfigError, InvalidInput
 
@@ -52,6 +54,14 @@ class Settings(BaseSettings):
     # long a node holds a job's lease without renewing it; also how long the
     # job pauses when its node dies.
     duty_lease_ttl: float = Field(default=15.0, gt=0.1)
+    # Built-in probes (docs/monitoring.md): every probe_interval s, each target
+    # bounded by probe_timeout s; extra URLs as "url" or "name=url", comma-separated.
+    probe_interval: float = Field(default=30.0, gt=0)
+    probe_timeout: float = Field(default=5.0, gt=0)
+    probe_urls: str = ""
+    # The uptime objective of the endpoints, in percent: 99.9 leaves 0.1 % of probes to fail.
+    slo: float = Field(default=99.9, gt=0, lt=100)
+    status_page: Literal["public", "off"] = "public"
     # Relay circuit breakers: failures in a row that open one, the first
     # cool-down before a probe, and the first pause after a relay refused us.
     relay_failure_threshold: int = Field(default=5, ge=1)
@@ -61,12 +71,84 @@ class Settings(BaseSettings):
     domain_limits: str = ""
     # What tracking keeps of a reader's address: none, anonymised or full.
     tracking_ip: Literal["none", "anonymised", "full"] = "anonymised"
+    # Scheduled backups (docs/backups.md): an interval ("6h") or a 5-field cron
+    # expression in UTC ("0 3 * * *"); empty: none. Kept: the newest backup of
+    # each of the last keep_daily days and keep_weekly ISO weeks.
+    backup_schedule: str = ""
+    backup_dir: Path | None = None  # default: <data dir>/backups
+    backup_keep_daily: int = Field(default=7, ge=0)
+    backup_keep_weekly: int = Field(default=4, ge=0)
+    # An S3-compatible bucket instead of the directory: s3://bucket/prefix.
+    backup_s3_url: str = ""
+    backup_s3_endpoint: str = ""
+    backup_s3_region: str = ""
+    backup_s3_access_key_id: str = ""
+    backup_s3_secret_access_key: str = ""
+    # Maintenance (docs/maintenance.md): tracking events older than
+    # tracking_raw_days become daily counts; how often each job runs.
+    tracking_raw_days: float = Field(default=30.0, gt=0)
+    maintenance_tracking_interval: str = "1d"
+    maintenance_purge_interval: str = "1h"
+    maintenance_database_interval: str = "1d"
+    # Alerts (docs/operations.md): evaluated once per cluster every
+    # alert_interval s; a firing alert is repeated every alert_repeat s.
+    alert_interval: float = Field(default=15.0, gt=0)
+    alert_repeat: float = Field(default=3600.0, gt=0)
+    alert_webhook: str = ""
+    alert_webhook_format: Literal["json", "slack"] = "json"
+    alert_email: str = ""
+    # Rule thresholds: durations in seconds, rates in percent.
+    alert_node_lost_after: float = Field(default=30.0, gt=0)
+    alert_relay_down_after: float = Field(default=300.0, ge=0)
+    alert_all_relays_down_after: float = Field(default=60.0, ge=0)
+    alert_outbox_stalled_after: float = Field(default=600.0, gt=0)
+    alert_window: float = Field(default=300.0, gt=0)  # send errors, HTTP 5xx, spool growth
+    alert_send_error_percent: float = Field(default=5.0, ge=0, le=100)
+    alert_http_error_percent: float = Field(default=1.0, ge=0, le=100)
+    alert_complaint_percent: float = Field(default=0.3, ge=0, le=100)
+    alert_complaint_window: float = Field(default=86400.0, gt=0)
+    alert_failover_hold: float = Field(default=600.0, gt=0)
+    alert_backup_max_age: float = Field(default=26 * 3600.0, gt=0)
+    # Largest CSV upload POST /api/v1/imports accepts (bytes); larger gets 413.
+    import_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
 
     @field_validator("domain_limits")
     @classmethod
     def _check_domain_limits(cls, value: str) -> str:
         try:
             parse_domain_limits(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("probe_urls")
+    @classmethod
+    def _check_probe_urls(cls, value: str) -> str:
+        try:
+            endpoint_targets("http://127.0.0.1", value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("backup_schedule")
+    @classmethod
+    def _check_backup_schedule(cls, value: str) -> str:
+        if value.strip():
+            try:
+                parse_schedule(value)
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator(
+        "maintenance_tracking_interval",
+        "maintenance_purge_interval",
+        "maintenance_database_interval",
+    )
+    @classmethod
+    def _check_interval(cls, value: str) -> str:
+        try:
+            parse_interval(value)
         except InvalidInput as exc:
             raise ValueError(exc.message) from exc
         return value

@@ -82,3 +82,10 @@ class TooManyAttempts(HeraldError):
     def __init__(self, retry_after: float, message: str | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RelayUnavailable(HeraldError):
+    """No relay could take the message right now."""
+
+    permanent = False
+    exit_code = 5

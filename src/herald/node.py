@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
+from prometheus_client import Counter
 
 from herald.cluster import Membership, Singletons
 from herald.delivery.capture import CaptureRelay
@@ -26,6 +27,7 @@ from herald.runtime import Runtime
 from herald.services import relays
 from herald.services.tracking import Spool, drain_spool
 from herald.web.app import create_app
+from herald.web.nodestats import node_stats
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class NodeState:
     relays: list[RelayConfig] = field(default_factory=list)
     send_metrics: SendMetrics = field(default_factory=SendMetrics)
     spool: Spool | None = None  # tracking events on their way to the database
+    http_requests: Counter | None = None  # herald_http_requests, set by web.metrics
 
 
 def worker_options(runtime: Runtime) -> WorkerOptions:
@@ -96,6 +99,7 @@ async def run_node(
         interval=runtime.settings.heartbeat_interval,
         on_drain=lambda: _drain(state, stop),
         is_draining=lambda: state.draining,
+        stats=lambda: node_stats(state),
     )
     async with contextlib.AsyncExitStack() as stack:
         tasks = [asyncio.create_task(membership.run(stop))]

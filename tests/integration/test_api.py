@@ -6,61 +6,20 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
-import pytest
 from sqlalchemy import select, update
 
 from herald.config import Settings
 from herald.domain.clock import utcnow
-from herald.runtime import Runtime, build_runtime
+from herald.runtime import build_runtime
 from herald.services import auth, idempotency
 from herald.store.tables import idempotency_keys
+from tests.apiclient import Api, assert_problem
 from tests.factories import SECRET
-from tests.webapp import web_app
 
 PASSWORD = "correct horse battery"
-
-
-class Api:
-    """An HTTP client on the app, and tokens for each role."""
-
-    def __init__(self, http: httpx.AsyncClient, runtime: Runtime) -> None:
-        self.http = http
-        self.runtime = runtime
-        self.tokens = {
-            role: auth.create_token(runtime.engine, f"{role}-token", role)[0]
-            for role in ("viewer", "editor", "admin")
-        }
-
-    def headers(self, role: str, **extra: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
-
-    async def get(self, path: str, role: str = "viewer", **kw: object) -> httpx.Response:
-        return await self.http.get(f"/api/v1{path}", headers=self.headers(role), **kw)  # type: ignore[arg-type]
-
-    async def send(
-        self, method: str, path: str, body: object = None, role: str = "editor", **headers: str
-    ) -> httpx.Response:
-        return await self.http.request(
-            method, f"/api/v1{path}", json=body, headers=self.headers(role, **headers)
-        )
-
-
-@pytest.fixture
-async def api(database_url: str, tmp_path: Path) -> AsyncIterator[Api]:
-    async with web_app(database_url, tmp_path, client=("203.0.113.7", 4321)) as app:
-        yield Api(app.http, app.runtime)
-
-
-def assert_problem(response: httpx.Response, status: int, text: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body = response.json()
-    assert body["status"] == status and text in body["detail"], body
 
 
 async def test_every_route_needs_a_valid_token(api: Api) -> None:

@@ -11,9 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
+from herald.services.campaigns import campaign_report
 from herald.store import subscriptions
+from herald.store.tables import unsubscribes
 from tests.factories import (
     add_subscribers,
     finished,
@@ -97,3 +99,28 @@ async def test_it_answers_404_to_a_forged_link_and_changes_nothing(
         await client.post(f"/u/{forged}", content="List-Unsubscribe=One-Click")
     ).status_code == 404
     assert _status(engine, 1) == {"confirmed"}
+
+
+async def test_it_keeps_the_reason_given_on_the_page_and_counts_it_in_the_report(
+    engine: Engine, sink: Sink, client: httpx.AsyncClient
+) -> None:
+    await _send_campaign(engine, sink, 3)
+    page = await client.get(_link_for(sink, "user1@example.com"))
+    assert 'name="reason"' in page.text and "<textarea" in page.text
+
+    done = await client.post(
+        _link_for(sink, "user1@example.com"),
+        data={"reason": "too_many", "comment": "  weekly\r\nwould be fine ", "confirm": "yes"},
+    )
+    one_click = await client.post(
+        _link_for(sink, "user2@example.com"), content="List-Unsubscribe=One-Click"
+    )
+
+    assert done.status_code == one_click.status_code == 200
+    assert _status(engine, 1) == _status(engine, 2) == {"unsubscribed"}
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(unsubscribes.c.subscriber_id, unsubscribes.c.reason, unsubscribes.c.comment)
+        ).all()
+    assert sorted(tuple(r) for r in rows) == [(1, "too_many", "weekly would be fine"), (2, "", "")]
+    assert campaign_report(engine, 1)["unsubscribes"] == 2

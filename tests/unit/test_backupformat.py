@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -69,6 +69,20 @@ def test_it_round_trips_every_kind_of_value_exactly(row: tuple[Any, ...]) -> Non
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     back = codec.decode(line)
     assert all(_same(a, b) for a, b in zip(row, back, strict=True)), (row, back)
+
+
+@given(st.none() | st.dates())
+def test_it_round_trips_calendar_dates(day: date | None) -> None:
+    codec = RowCodec((ColumnSpec("day", "date"),))
+    assert codec.decode(codec.encode((day,))) == (day,)
+
+
+def test_it_writes_a_date_as_iso_and_refuses_anything_else() -> None:
+    assert encode_value("date", date(2024, 2, 29)) == "2024-02-29"
+    codec = RowCodec((ColumnSpec("day", "date"),))
+    for line in (b"[20240229]\n", b'["yesterday"]\n'):
+        with pytest.raises(InvalidInput, match="wrong kind"):
+            codec.decode(line)
 
 
 def test_it_stores_datetimes_in_utc_and_reads_a_naive_one_as_utc() -> None:

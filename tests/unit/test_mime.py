@@ -126,6 +126,15 @@ def test_it_omits_the_mailto_when_none_is_configured() -> None:
     assert message["List-Unsubscribe"] == f"<{URL}>"
 
 
+def test_it_leaves_out_the_list_headers_of_transactional_mail() -> None:
+    raw = build(make_builder(list_headers=False), unsubscribe_url=None)
+    message = parse(raw)
+    assert message["List-Unsubscribe"] is None and message["List-Unsubscribe-Post"] is None
+    assert b"unsubscribe" not in raw.lower()
+    assert message["Message-ID"] == MESSAGE_ID
+    assert message.get_content_type() == "multipart/alternative"
+
+
 def test_it_dates_the_message_now_when_no_date_is_given() -> None:
     message = parse(build(date=None))
     assert message["Date"].datetime.tzinfo is not None

@@ -46,13 +46,17 @@ def create(
     ctx: typer.Context,
     to: Annotated[
         Path | None,
-        typer.Option("--to", help="Directory for the archive [default: DATA_DIR/backups]."),
+        typer.Option(
+            "--to",
+            help="Directory for the archive [default: HERALD_BACKUP_DIR or DATA_DIR/backups].",
+        ),
     ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Take a consistent backup of the database while Herald keeps running."""
     runtime = cli_context(ctx).runtime()
-    dest = to if to is not None else runtime.settings.data_dir / "backups"
+    settings = runtime.settings
+    dest = to if to is not None else settings.backup_dir or settings.data_dir / "backups"
     with _progress("Backing up", quiet=json) as progress:
         result = svc.create_backup(runtime.engine, dest, progress=progress)
     summary = {

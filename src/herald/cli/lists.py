@@ -21,11 +21,18 @@ def create(
         bool, typer.Option("--double-opt-in", help="Subscribers must confirm by email.")
     ] = False,
     description: Annotated[str, typer.Option(help="Shown to subscribers.")] = "",
+    public: Annotated[
+        bool, typer.Option("--public", help="Anyone may subscribe at /subscribe/ID.")
+    ] = False,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Create a list."""
     list_id = svc.create_list(
-        cli_context(ctx).runtime().engine, name, double_optin=double_opt_in, description=description
+        cli_context(ctx).runtime().engine,
+        name,
+        double_optin=double_opt_in,
+        description=description,
+        public=public,
     )
     if json:
         print_json({"id": list_id, "name": name})

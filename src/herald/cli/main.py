@@ -11,11 +11,13 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from herald import __version__
-from herald.cli import backup, campaigns, lists, nodes, relays, subscribers, users
+from herald.cli import backup, campaigns, lists, maintenance, nodes, relays, subscribers, users
+from herald.cli.alerts import app as alerts_app
 from herald.cli.check import NagiosCommand, check
 from herald.cli.context import CliContext, cli_context, run_async
 from herald.cli.main_banner import print_banner
 from herald.cli.output import console, fail, print_json
+from herald.cli.status import status
 from herald.errors import HeraldError
 from herald.services import health
 from herald.store.engine import migrate
@@ -38,7 +40,10 @@ app.add_typer(relays.app, name="relays")
 app.add_typer(users.users_app, name="users")
 app.add_typer(users.tokens_app, name="tokens")
 app.command("check", cls=NagiosCommand)(check)
+app.command("status")(status)
 app.add_typer(backup.app, name="backup")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(maintenance.app, name="maintenance")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 

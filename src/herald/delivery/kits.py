@@ -25,6 +25,10 @@ class SendKit:
     secret: str
     base_url: str
     track: bool = True
+    # A transactional carrier: no List-Unsubscribe, and no unsubscribe_url.
+    transactional: bool = False
+    # Only sign a preferences link when the templates use one (it costs an HMAC).
+    wants_preferences: bool = False
 
     def message_id(self, delivery_id: int) -> str:
         return make_message_id(delivery_id, self.campaign_id, self.secret, self.domain)
@@ -33,19 +37,34 @@ class SendKit:
         token = tokens.sign(self.secret, tokens.UNSUBSCRIBE, (subscriber_id, self.campaign_id))
         return f"{self.base_url}/u/{token}"
 
+    def preferences_url(self, subscriber_id: int) -> str:
+        token = tokens.sign(self.secret, tokens.PREFERENCES, (subscriber_id,))
+        return f"{self.base_url}/preferences/{token}"
+
     def build(
-        self, *, delivery_id: int, subscriber_id: int, email: str, name: str, attribs: Any
+        self,
+        *,
+        delivery_id: int,
+        subscriber_id: int,
+        email: str,
+        name: str,
+        attribs: Any,
+        data: Any = None,
     ) -> tuple[str, bytes]:
         """Render and encode the message for one subscriber: (Message-ID, raw bytes).
 
+        ``data`` is a transactional message's own values (``{{ data.x }}``).
         Raises RenderError when the templates fail for this subscriber.
         """
-        url = self.unsubscribe_url(subscriber_id)
-        context = {
+        url = None if self.transactional else self.unsubscribe_url(subscriber_id)
+        context: dict[str, Any] = {
             "subscriber": {"email": email, "name": name, "attribs": attribs},
             "campaign": self.public,
             "unsubscribe_url": url,
+            "data": data or {},
         }
+        if self.wants_preferences:
+            context["preferences_url"] = self.preferences_url(subscriber_id)
         rendered = self.compiled.render(context)
         mid = self.message_id(delivery_id)
         html: str | tuple[str, ...] = rendered.html_parts
@@ -80,12 +99,15 @@ def make_kit(campaign: dict[str, Any], *, secret: str, base_url: str) -> SendKit
     """Compile a campaign row into a SendKit. Raises TemplateError, InvalidInput."""
     from_name, from_addr = parse_from(campaign["from_addr"])
     domain = from_addr.rpartition("@")[2]
+    transactional = campaign.get("kind") == "tx"
     builder = MessageBuilder(
         from_name,
         from_addr,
         message_id_domain=domain,
         list_unsubscribe_mailto=f"unsubscribe@{domain}",
+        list_headers=not transactional,
     )
+    sources = (campaign["subject"], campaign["html"], campaign["text"] or "")
     return SendKit(
         campaign_id=int(campaign["id"]),
         envelope_from=from_addr,
@@ -96,4 +118,6 @@ def make_kit(campaign: dict[str, Any], *, secret: str, base_url: str) -> SendKit
         secret=secret,
         base_url=base_url.rstrip("/"),
         track=bool(campaign.get("track", True)),
+        transactional=transactional,
+        wants_preferences=any("preferences_url" in part for part in sources),
     )

@@ -257,6 +257,7 @@ class Worker:
                 email=row.email,
                 name=row.name,
                 attribs=row.attribs,
+                data=row.data,
             )
         except RenderError as exc:
             self._ack(job, "failed", None, f"render error: {exc.message}")

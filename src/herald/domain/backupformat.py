@@ -21,6 +21,7 @@ boolean    ``true`` / ``false``
 string     a JSON string (non-ASCII escaped, so lone surrogates survive)
 datetime   ISO 8601 in UTC with offset, microseconds kept
            (``2024-05-01T12:00:00.000001+00:00``); a naive value is UTC
+date       ISO 8601 calendar date (``2024-05-01``)
 json       the JSON value itself (SQL NULL and a JSON ``null`` both read
            back as None, so both are written as ``null``)
 bytes      base64 (standard alphabet, padded)
@@ -35,7 +36,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from herald.errors import InvalidInput
@@ -43,7 +44,7 @@ from herald.errors import InvalidInput
 FORMAT_NAME = "herald-backup"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-KINDS = ("integer", "float", "boolean", "string", "datetime", "json", "bytes")
+KINDS = ("integer", "float", "boolean", "string", "datetime", "date", "json", "bytes")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
@@ -127,6 +128,12 @@ def _decode_datetime(value: str) -> datetime:
     return parsed if parsed.tzinfo is UTC else _as_utc(parsed)
 
 
+def _decode_date(value: str) -> date:
+    if type(value) is not str:
+        raise TypeError(f"{value!r} is not a date")
+    return date.fromisoformat(value)
+
+
 def _identity(value: Any) -> Any:
     return value
 
@@ -148,17 +155,19 @@ _ENCODERS: dict[str, Codec] = {
     "boolean": bool,
     "string": str,
     "datetime": _encode_datetime,
+    "date": date.isoformat,
     "json": _identity,
     "bytes": lambda v: base64.b64encode(bytes(v)).decode("ascii"),
 }
 # Kinds whose Python values JSON cannot carry as they are.
-_CONVERTED = frozenset({"float", "datetime", "bytes"})
+_CONVERTED = frozenset({"float", "datetime", "date", "bytes"})
 _DECODERS: dict[str, Codec] = {
     "integer": _strict(int),
     "float": _decode_float,
     "boolean": _strict(bool),
     "string": _strict(str),
     "datetime": _decode_datetime,
+    "date": _decode_date,
     "json": _identity,
     "bytes": lambda v: base64.b64decode(v, validate=True),
 }

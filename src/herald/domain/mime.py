@@ -95,8 +95,13 @@ class MessageBuilder:
         message_id_domain: str,
         list_unsubscribe_mailto: str | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        list_headers: bool = True,
     ) -> None:
-        """Precompute the per-campaign parts; raises ``InvalidInput`` for bad values."""
+        """Precompute the per-campaign parts; raises ``InvalidInput`` for bad values.
+
+        ``list_headers=False`` (transactional mail) leaves out List-Unsubscribe
+        and List-Unsubscribe-Post; ``build`` then takes no unsubscribe URL.
+        """
         self.message_id_domain = _ascii_domain(message_id_domain)
         # "=_" can never occur in quoted-printable output ("=" is always
         # followed by two hex digits or a line break), so this boundary cannot
@@ -107,7 +112,7 @@ class MessageBuilder:
             mailto = _check_address(list_unsubscribe_mailto.removeprefix("mailto:"))
             self._mailto = b",\r\n <mailto:" + mailto + b"?subject=unsubscribe>"
         self._from = b"From: " + _mailbox(from_name, from_addr, len("From: ")) + CRLF
-        self._fixed = _fixed_headers(self.boundary, extra_headers or {})
+        self._fixed = _fixed_headers(self.boundary, extra_headers or {}, one_click=list_headers)
         boundary = self.boundary.encode()
         part_head = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
         self._text_head = (
@@ -134,7 +139,7 @@ class MessageBuilder:
         html: str | Sequence[str],
         text: str | Sequence[str],
         message_id: str,
-        unsubscribe_url: str,
+        unsubscribe_url: str | None,
         date: datetime | None = None,
     ) -> bytes:
         """Return the complete message (CRLF line endings) for one recipient.
@@ -144,8 +149,12 @@ class MessageBuilder:
         """
         if not _MESSAGE_ID.fullmatch(message_id):
             raise InvalidInput(f"Invalid Message-ID {message_id!r}.")
-        if len(unsubscribe_url) > _MAX_URL or not _URL.fullmatch(unsubscribe_url):
-            raise InvalidInput(f"Invalid unsubscribe URL {unsubscribe_url!r}.")
+        unsubscribe = b""
+        if unsubscribe_url is not None:
+            if len(unsubscribe_url) > _MAX_URL or not _URL.fullmatch(unsubscribe_url):
+                raise InvalidInput(f"Invalid unsubscribe URL {unsubscribe_url!r}.")
+            url = unsubscribe_url.encode()
+            unsubscribe = b"\r\nList-Unsubscribe: <" + url + b">" + self._mailto
         pieces = [
             self._from,
             b"To: ",
@@ -156,10 +165,7 @@ class MessageBuilder:
             self._format_date(date),
             b"\r\nMessage-ID: ",
             message_id.encode(),
-            b"\r\nList-Unsubscribe: <",
-            unsubscribe_url.encode(),
-            b">",
-            self._mailto,
+            unsubscribe,
             CRLF,
             self._fixed,
             self._text_head,
@@ -258,12 +264,13 @@ def _safe_lines(line: bytes, *, limit: int) -> list[bytes]:
         body = body[cut:]
 
 
-def _fixed_headers(boundary: str, extra_headers: Mapping[str, str]) -> bytes:
+def _fixed_headers(
+    boundary: str, extra_headers: Mapping[str, str], *, one_click: bool = True
+) -> bytes:
     """Return the headers that are the same in every message of a campaign."""
-    lines = [
-        b"MIME-Version: 1.0",
-        b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
-    ]
+    lines = [b"MIME-Version: 1.0"]
+    if one_click:
+        lines.append(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click")
     for name, value in extra_headers.items():
         if not _HEADER_NAME.fullmatch(name) or name.lower() in _RESERVED_HEADERS:
             raise InvalidInput(f"Header name {name!r} is not allowed.")

@@ -63,3 +63,5 @@ def verify(
 UNSUBSCRIBE = "unsubscribe"  # purpose of (subscriber id, campaign id) unsubscribe tokens
 OPEN = "open"  # (delivery id, campaign id) of an open-tracking pixel
 CLICK = "click"  # (delivery id, campaign id), bound to the link's target URL
+CONFIRM = "confirm"  # (subscriber id, list id) of a double opt-in confirmation link
+PREFERENCES = "preferences"  # (subscriber id,) of a subscriber's preferences page

@@ -42,11 +42,11 @@ def schema_compatibility(engine: Engine) -> dict[str, object]:
         state = "behind"
     else:
         state = "ahead"
-    live = [n for n in nodes.list_nodes(engine) if n["alive"]]
     return {
         "revision": revision,
         "head": head,
         "state": state,
         "compatible": state != "behind",
-        "live_nodes": [{"name": n["name"], "version": n["version"]} for n in live],
+        # Not list_nodes: a schema behind this code lacks the columns it added.
+        "live_nodes": nodes.live_versions(engine),
     }

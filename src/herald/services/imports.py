@@ -27,6 +27,7 @@ from herald.domain.states import OptIn, SubscriberStatus, SubscriptionStatus
 from herald.errors import Conflict, InvalidInput
 from herald.store import lists as store_lists
 from herald.store import subscribers as store
+from herald.store.retry import run_in_transaction
 
 Progress = Callable[[int, int | None], None]
 
@@ -45,7 +46,9 @@ class ImportResult:
 
 
 @dataclass
-class _Outcome:
+class BatchOutcome:
+    """What one batch did; ``errors`` are its refused rows."""
+
     imported: int = 0
     updated: int = 0
     skipped: int = 0
@@ -82,14 +85,14 @@ def import_subscribers(
     if batch_size < 1:
         raise InvalidInput("the batch size must be at least 1")
     report_path = error_report or path.with_name(path.name + ".errors.csv")
-    with _CsvSource(path) as source:
+    with CsvSource(path) as source:
         rows = csvimport.read_rows(source.text, normalise=normalise_email)
         with engine.begin() as conn:
             target = store_lists.get_list_by_name(conn, list_name)
         with _ErrorReport(report_path) as report:
-            totals = _Outcome()
-            for batch in _batches(rows, batch_size):
-                outcome = _commit_batch(engine, batch, target)
+            totals = BatchOutcome()
+            for batch in batches(rows, batch_size):
+                outcome = commit_batch(engine, batch, target)
                 report.write(outcome.errors)
                 totals.imported += outcome.imported
                 totals.updated += outcome.updated
@@ -105,13 +108,15 @@ def import_subscribers(
     )
 
 
-def _batches(rows: Iterable[Row | RowError], size: int) -> Iterator[list[Row | RowError]]:
+def batches(rows: Iterable[Row | RowError], size: int) -> Iterator[list[Row | RowError]]:
     it = iter(rows)
     while batch := list(islice(it, size)):
         yield batch
 
 
-def _commit_batch(engine: Engine, batch: list[Row | RowError], target: dict[str, Any]) -> _Outcome:
+def commit_batch(
+    engine: Engine, batch: list[Row | RowError], target: dict[str, Any]
+) -> BatchOutcome:
     """Write one batch in its own transaction; retried once after a write collision.
 
     On PostgreSQL another session (a signup form, another import) may insert one
@@ -120,8 +125,9 @@ def _commit_batch(engine: Engine, batch: list[Row | RowError], target: dict[str,
     """
     for attempt in (1, 2):
         try:
-            with engine.begin() as conn:
-                return _apply_batch(conn, batch, target)
+            # A batch is idempotent (importing rows again changes nothing), so a
+            # transaction that lost its connection (a failover) is simply re-run.
+            return run_in_transaction(engine, lambda conn: _apply_batch(conn, batch, target))
         except IntegrityError as exc:
             if attempt == 2:
                 raise Conflict(
@@ -131,11 +137,13 @@ def _commit_batch(engine: Engine, batch: list[Row | RowError], target: dict[str,
     raise AssertionError("unreachable")
 
 
-def _apply_batch(conn: Connection, batch: list[Row | RowError], target: dict[str, Any]) -> _Outcome:
+def _apply_batch(
+    conn: Connection, batch: list[Row | RowError], target: dict[str, Any]
+) -> BatchOutcome:
     """Plan and write one batch: 1. refuse suppressed addresses; 2. insert new
     subscribers; 3. update changed ones; 4. subscribe those not yet subscribed
     (never touching an existing subscription, never a blocklisted subscriber)."""
-    out = _Outcome(errors=[r for r in batch if isinstance(r, RowError)])
+    out = BatchOutcome(errors=[r for r in batch if isinstance(r, RowError)])
     rows = [r for r in batch if isinstance(r, Row)]
     if not rows:
         return out
@@ -218,7 +226,7 @@ class _CountingReader(io.RawIOBase):
         return len(data)
 
 
-class _CsvSource:
+class CsvSource:
     """The open input file: its decoded text stream and how far it has been read."""
 
     def __init__(self, path: Path) -> None:
@@ -240,7 +248,7 @@ class _CsvSource:
     def bytes_read(self) -> int:
         return self._counter.count
 
-    def __enter__(self) -> _CsvSource:
+    def __enter__(self) -> CsvSource:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -7,20 +7,30 @@ from typing import Any
 from sqlalchemy import Engine
 
 from herald.domain.clock import utcnow
-from herald.domain.states import OptIn
+from herald.domain.states import OptIn, SubscriptionStatus
 from herald.errors import InvalidInput, NotFound
 from herald.store import lists as store_lists
+from herald.store import subscribers as store_subscribers
+from herald.store import subscriptions as store_subscriptions
 
 
 def create_list(
-    engine: Engine, name: str, *, double_optin: bool = False, description: str = ""
+    engine: Engine,
+    name: str,
+    *,
+    double_optin: bool = False,
+    description: str = "",
+    public: bool = False,
 ) -> int:
-    """Create a mailing list; returns its id. Raises InvalidInput, Conflict."""
+    """Create a mailing list; returns its id. Raises InvalidInput, Conflict.
+
+    A ``public`` list has a subscribe form anyone can use (web.signup).
+    """
     name = _check_name(name)
     optin = OptIn.DOUBLE if double_optin else OptIn.SINGLE
     with engine.begin() as conn:
         return store_lists.create_list(
-            conn, name, optin=optin.value, description=description, now=utcnow()
+            conn, name, optin=optin.value, description=description, public=public, now=utcnow()
         )
 
 
@@ -47,6 +57,8 @@ def update_list(engine: Engine, list_id: int, changes: dict[str, Any]) -> dict[s
         values["description"] = str(changes["description"])[:10_000]
     if "double_optin" in changes:
         values["optin"] = (OptIn.DOUBLE if changes["double_optin"] else OptIn.SINGLE).value
+    if changes.get("public") is not None:
+        values["public"] = bool(changes["public"])
     with engine.begin() as conn:
         if not store_lists.update_list(conn, list_id, values, now=utcnow()):
             raise NotFound(f"no list {list_id}")
@@ -65,3 +77,62 @@ def _check_name(raw: Any) -> str:
     if not name or len(name) > 255 or any(ord(c) < 32 for c in name):
         raise InvalidInput("a list name must be 1-255 printable characters")
     return name
+
+
+def list_members(
+    engine: Engine,
+    list_id: int,
+    *,
+    status: str | None = None,
+    after: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """A page of a list's subscribers with their subscription status.
+
+    ``{"items": […], "next": id or None}``; pass ``next`` back as ``after``.
+    Raises NotFound, InvalidInput (limit or status).
+    """
+    if not 1 <= limit <= 500:
+        raise InvalidInput("limit must be from 1 to 500")
+    checked = _subscription_status(status) if status else None
+    with engine.begin() as conn:
+        if store_lists.get_list(conn, list_id) is None:
+            raise NotFound(f"no list {list_id}")
+        rows = store_subscriptions.members(
+            conn, list_id, status=checked, after=after, limit=limit + 1
+        )
+    items = rows[:limit]
+    return {"items": items, "next": items[-1]["id"] if len(rows) > limit else None}
+
+
+def set_subscription(
+    engine: Engine, list_id: int, subscriber_id: int, status: str
+) -> dict[str, Any]:
+    """Subscribe a subscriber to a list, or change the subscription's status.
+
+    Returns ``{"list_id", "subscriber_id", "status"}``. Raises NotFound, InvalidInput.
+    """
+    checked = _subscription_status(status)
+    with engine.begin() as conn:
+        if store_lists.get_list(conn, list_id) is None:
+            raise NotFound(f"no list {list_id}")
+        if store_subscribers.get_subscriber(conn, subscriber_id) is None:
+            raise NotFound(f"no subscriber {subscriber_id}")
+        store_subscribers.set_subscription(conn, subscriber_id, list_id, checked, now=utcnow())
+    return {"list_id": list_id, "subscriber_id": subscriber_id, "status": checked}
+
+
+def remove_subscription(engine: Engine, list_id: int, subscriber_id: int) -> None:
+    """Delete a subscription outright. Raises NotFound when there is none."""
+    with engine.begin() as conn:
+        if not store_subscriptions.remove(conn, list_id, subscriber_id):
+            raise NotFound(f"subscriber {subscriber_id} is not on list {list_id}")
+
+
+def _subscription_status(status: str) -> str:
+    try:
+        return SubscriptionStatus(status).value
+    except ValueError:
+        raise InvalidInput(
+            f"subscription status must be one of {', '.join(SubscriptionStatus)}"
+        ) from None

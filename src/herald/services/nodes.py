@@ -31,11 +31,19 @@ def register_node(engine: Engine, name: str, *, roles: str) -> None:
         store.register(conn, values, now=utcnow())
 
 
-def heartbeat(engine: Engine, name: str, *, draining: bool, roles: str) -> bool:
-    """Refresh the heartbeat; returns True when an operator asked this node to drain."""
+def heartbeat(
+    engine: Engine,
+    name: str,
+    *,
+    draining: bool,
+    roles: str,
+    stats: dict[str, Any] | None = None,
+) -> bool:
+    """Refresh the heartbeat (and the node's ``stats``, read by the alert rules);
+    returns True when an operator asked this node to drain."""
     state = "draining" if draining else "active"
     with engine.begin() as conn:
-        requested = store.heartbeat(conn, name, state=state, now=utcnow())
+        requested = store.heartbeat(conn, name, state=state, now=utcnow(), stats=stats)
     if requested is None:
         register_node(engine, name, roles=roles)
         return False
@@ -65,6 +73,20 @@ def list_nodes(engine: Engine) -> list[dict[str, Any]]:
         row["heartbeat_age_s"] = round(age, 1)
         row["alive"] = row["state"] != "gone" and age <= ALIVE_SECONDS
     return rows
+
+
+def live_versions(engine: Engine) -> list[dict[str, str]]:
+    """Name and version of every live node (as ``list_nodes`` counts them alive),
+    read from columns every schema has: works on a database behind this code."""
+    now = utcnow()
+    with engine.begin() as conn:
+        rows = store.list_versions(conn)
+    return [
+        {"name": r["name"], "version": r["version"]}
+        for r in rows
+        if r["state"] != "gone"
+        and (now - as_utc(r["heartbeat_at"])).total_seconds() <= ALIVE_SECONDS
+    ]
 
 
 def forget_old_nodes(engine: Engine, *, days: float = 7.0) -> int:

@@ -18,6 +18,7 @@ from herald.domain.states import SuppressionReason
 from herald.store import campaigns as store_campaigns
 from herald.store import claims, suppressions
 from herald.store import deliveries as store_deliveries
+from herald.store import transactional as store_tx
 from herald.store.retry import run_in_transaction
 
 MATERIALISE_CHUNK = 5_000
@@ -90,6 +91,7 @@ def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> House
 
     def first_steps(conn: Connection) -> tuple[list[int], tuple[int, int], list[tuple[int, int]]]:
         now = utcnow()
+        store_tx.revive_carriers(conn, now=now)
         return (
             store_campaigns.start_due(conn, now=now),
             claims.requeue_expired(conn, now=now, max_attempts=max_attempts),

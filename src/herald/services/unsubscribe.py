@@ -7,8 +7,16 @@ from sqlalchemy import Connection, Engine
 from herald.domain import tokens
 from herald.domain.clock import utcnow
 from herald.errors import InvalidInput, NotFound
-from herald.store import subscriptions
+from herald.store import subscriptions, unsubscribes
 from herald.store.retry import run_in_transaction
+
+# What the unsubscribe page offers; anything else is stored as "other".
+REASONS = {
+    "too_many": "Too many emails",
+    "not_relevant": "The content is not relevant to me",
+    "never_signed_up": "I never signed up",
+    "other": "Another reason",
+}
 
 
 def read_token(secret: str, token: str) -> tuple[int, int]:
@@ -23,16 +31,29 @@ def read_token(secret: str, token: str) -> tuple[int, int]:
     return subscriber_id, campaign_id
 
 
-def unsubscribe(engine: Engine, secret: str, token: str) -> int:
+def unsubscribe(
+    engine: Engine, secret: str, token: str, *, reason: str = "", comment: str = ""
+) -> int:
     """Unsubscribe the token's subscriber from the lists of the token's campaign.
 
     Committed before this returns (RFC 8058: the reply means it is done).
     Idempotent; returns how many subscriptions changed. Raises NotFound.
+    Side effect: an ``unsubscribes`` record (with the reason from the page,
+    none for one-click) when something changed or a reason was given.
     """
     subscriber_id, campaign_id = read_token(secret, token)
+    if reason and reason not in REASONS:
+        reason = "other"
+    comment = " ".join(comment.split())[:1000]
 
     def change(conn: Connection) -> int:
+        now = utcnow()
         lists = subscriptions.campaign_list_ids(conn, campaign_id)
-        return subscriptions.unsubscribe(conn, subscriber_id, lists, now=utcnow())
+        changed = subscriptions.unsubscribe(conn, subscriber_id, lists, now=now)
+        if changed or reason or comment:
+            unsubscribes.record(
+                conn, subscriber_id, campaign_id, reason=reason, comment=comment, now=now
+            )
+        return changed
 
     return run_in_transaction(engine, change)

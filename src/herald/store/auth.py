@@ -130,3 +130,18 @@ def forget_key(conn: Connection, principal: str, key: str) -> None:
 def purge_keys(conn: Connection, *, before: datetime) -> int:
     result = conn.execute(delete(idempotency_keys).where(idempotency_keys.c.created_at < before))
     return result.rowcount or 0
+
+
+def purge_failures(conn: Connection, *, now: datetime, window_start: datetime) -> int:
+    """Delete failure records that no longer block nor count; returns how many.
+
+    Such a record's block has passed (or never began) and its counting
+    window began before ``window_start``: the next failure would start afresh.
+    """
+    result = conn.execute(
+        delete(auth_failures).where(
+            auth_failures.c.first_at < window_start,
+            (auth_failures.c.blocked_until.is_(None)) | (auth_failures.c.blocked_until < now),
+        )
+    )
+    return result.rowcount or 0

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from herald.errors import NotFound
 from herald.store.tables import campaign_lists, campaigns, deliveries
@@ -125,7 +125,10 @@ def finish_if_done(conn: Connection, *, now: datetime) -> list[int]:
     )
     candidates = conn.scalars(
         select(campaigns.c.id).where(
-            campaigns.c.status == "running", campaigns.c.materialised.is_(True), ~open_rows
+            campaigns.c.status == "running",
+            campaigns.c.materialised.is_(True),
+            campaigns.c.kind == "campaign",  # a tx carrier runs for ever
+            ~open_rows,
         )
     ).all()
     done = []
@@ -143,9 +146,10 @@ def finish_if_done(conn: Connection, *, now: datetime) -> list[int]:
 
 
 def list_campaigns(conn: Connection) -> list[dict[str, Any]]:
-    """Every campaign, newest first, without bodies."""
+    """Every campaign, newest first, without bodies (hidden tx carriers left out)."""
     cols = [c for c in campaigns.c if c.name not in {"html", "text"}]
-    rows = conn.execute(select(*cols).order_by(campaigns.c.id.desc())).mappings()
+    query = select(*cols).where(campaigns.c.kind == "campaign")
+    rows = conn.execute(query.order_by(campaigns.c.id.desc())).mappings()
     return [dict(r) for r in rows]
 
 
@@ -173,3 +177,31 @@ def set_values(
     )
     if result.rowcount != 1:
         raise NotFound(f"no campaign with id {campaign_id}")
+
+
+def update_draft(
+    conn: Connection,
+    campaign_id: int,
+    values: dict[str, Any],
+    *,
+    list_ids: Iterable[int] | None,
+    now: datetime,
+) -> bool:
+    """Change a campaign that is still a draft; False when it is not (any more).
+
+    Guarded on the status: a node or user starting it at the same moment wins
+    or loses as a whole, so a running campaign's content never changes.
+    Side effect: with ``list_ids``, replaces the campaign's lists.
+    """
+    result = conn.execute(
+        update(campaigns)
+        .where(campaigns.c.id == campaign_id, campaigns.c.status == "draft")
+        .values(**values, updated_at=now)
+    )
+    if result.rowcount != 1:
+        return False
+    if list_ids is not None:
+        conn.execute(delete(campaign_lists).where(campaign_lists.c.campaign_id == campaign_id))
+        rows = [{"campaign_id": campaign_id, "list_id": lid} for lid in list_ids]
+        conn.execute(insert(campaign_lists), rows)
+    return True

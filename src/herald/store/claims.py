@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, func, or_, select, update
 
 from herald.domain.clock import as_utc
 from herald.store.deliveries import eligible_subscribers
-from herald.store.tables import campaigns, deliveries, subscribers
+from herald.store.tables import campaigns, deliveries, subscribers, suppressions
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,8 @@ class Claimed:
     name: str
     attribs: dict[str, Any]
     eligible: bool
+    data: dict[str, Any] | None = None  # a transactional message's template data
+    transactional: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +92,15 @@ def _claim_rows(
     exclude: Sequence[int] = (),
     only: int | None = None,
 ) -> list[Any]:
-    """Claim due rows of running campaigns (all but ``exclude``, or just ``only``)."""
+    """Claim due rows of running campaigns (all but ``exclude``, or just ``only``).
+
+    A transactional row has no ``campaign_id``; its hidden tx campaign is
+    ``tx_campaign_id`` (see tables.deliveries).
+    """
+    carrier = func.coalesce(deliveries.c.campaign_id, deliveries.c.tx_campaign_id)
     due = (
         select(deliveries.c.id)
-        .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+        .join(campaigns, campaigns.c.id == carrier)
         .where(
             deliveries.c.status == "pending",
             deliveries.c.due_at <= now,
@@ -105,7 +112,10 @@ def _claim_rows(
     if only is not None:
         due = due.where(deliveries.c.campaign_id == only)
     elif exclude:
-        due = due.where(deliveries.c.campaign_id.not_in(list(exclude)))
+        # Transactional rows (NULL campaign_id) are never rate-limited.
+        due = due.where(
+            or_(deliveries.c.campaign_id.is_(None), deliveries.c.campaign_id.not_in(list(exclude)))
+        )
     if conn.dialect.name == "postgresql":
         due = due.with_for_update(skip_locked=True, of=deliveries)
     return list(
@@ -122,9 +132,11 @@ def _claim_rows(
             .returning(
                 deliveries.c.id,
                 deliveries.c.campaign_id,
+                carrier.label("carrier_id"),
                 deliveries.c.subscriber_id,
                 deliveries.c.lease_epoch,
                 deliveries.c.attempts,
+                deliveries.c.data,
             )
         ).all()
     )
@@ -159,16 +171,18 @@ def _rate_budgets(conn: Connection, now: datetime) -> dict[int, tuple[int, float
 def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
     by_campaign: dict[int, list[int]] = {}
     for r in rows:
-        by_campaign.setdefault(int(r.campaign_id), []).append(int(r.subscriber_id))
+        by_campaign.setdefault(int(r.carrier_id), []).append(int(r.subscriber_id))
     people: dict[int, Any] = {}
     eligible: set[tuple[int, int]] = set()
+    tx = {int(r.carrier_id) for r in rows if r.campaign_id is None}
     for cid, sub_ids in by_campaign.items():
+        ok = _tx_eligible() if cid in tx else eligible_subscribers(cid)
         query = select(
             subscribers.c.id,
             subscribers.c.email,
             subscribers.c.name,
             subscribers.c.attribs,
-            eligible_subscribers(cid).label("ok"),
+            ok.label("ok"),
         ).where(subscribers.c.id.in_(sub_ids))
         for p in conn.execute(query):
             people[int(p.id)] = p
@@ -180,17 +194,26 @@ def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
         out.append(
             Claimed(
                 delivery_id=int(r.id),
-                campaign_id=int(r.campaign_id),
+                campaign_id=int(r.carrier_id),
                 epoch=int(r.lease_epoch),
                 attempts=int(r.attempts),
                 subscriber_id=int(r.subscriber_id),
                 email=str(p.email),
                 name=str(p.name),
                 attribs=dict(p.attribs or {}),
-                eligible=(int(r.campaign_id), int(r.subscriber_id)) in eligible,
+                eligible=(int(r.carrier_id), int(r.subscriber_id)) in eligible,
+                data=r.data,
+                transactional=r.campaign_id is None,
             )
         )
     return out
+
+
+def _tx_eligible() -> Any:
+    """A WHERE clause: a transactional message may go to this subscriber (enabled,
+    not suppressed); no list subscription is needed."""
+    suppressed = select(suppressions.c.email).where(suppressions.c.email == subscribers.c.email)
+    return and_(subscribers.c.status == "enabled", ~suppressed.exists())
 
 
 def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> int:

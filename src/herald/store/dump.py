@@ -8,6 +8,8 @@ any the database has beyond them (with the database's own types).
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     Connection,
+    Date,
     DateTime,
     Engine,
     Float,
@@ -77,6 +80,7 @@ def kind_of(type_: TypeEngine[Any]) -> str:
     for cls, kind in (
         (Boolean, "boolean"),
         (DateTime, "datetime"),
+        (Date, "date"),
         (JSON, "json"),
         (Integer, "integer"),
         (Float, "float"),
@@ -127,6 +131,11 @@ def _copy_sqlite(engine: Engine, dest: Path) -> None:
             # One step (pages=-1): a stepwise copy restarts whenever another
             # process writes, which a busy node does all the time.
             source.backup(target)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            # The copy's disk is full: say so like any other write that hit it.
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)) from exc
         finally:
             target.close()
     finally:

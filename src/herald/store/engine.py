@@ -14,6 +14,7 @@ after a few seconds instead of the OS default of minutes.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -24,6 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from herald.errors import ConfigError
 
@@ -32,6 +34,8 @@ PG_SCHEMES = ("postgresql://", "postgres://", "postgresql+psycopg://")
 DEFAULT_CONNECT_TIMEOUT = 3
 IDLE_TX_TIMEOUT_MS = 2000
 STATEMENT_TIMEOUT_MS = 10000
+MIGRATE_ATTEMPTS = 8
+LOCK_CONFLICTS = frozenset({"40P01", "55P03"})  # deadlock_detected, lock_not_available
 
 
 def normalise_url(url: str) -> str:
@@ -157,11 +161,27 @@ def alembic_config(engine: Engine) -> Config:
 def migrate(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the newest revision; idempotent.
 
-    Returns (revision before, revision after).
+    Safe while nodes send (a rolling upgrade): on PostgreSQL a migration that
+    waits too long for a table lock, or deadlocks with a sender, is rolled
+    back and tried again from the last migration committed, up to
+    MIGRATE_ATTEMPTS times (see migrations/env.py). Returns (revision before,
+    revision after); raises the last database error when every attempt failed.
     """
     before = current_revision(engine)
-    command.upgrade(alembic_config(engine), "head")
+    for attempt in range(1, MIGRATE_ATTEMPTS + 1):
+        try:
+            command.upgrade(alembic_config(engine), "head")
+            break
+        except OperationalError as exc:
+            if attempt == MIGRATE_ATTEMPTS or not _lock_conflict(exc):
+                raise
+            time.sleep(min(0.25 * 2**attempt, 5.0))
     return before, head_revision()
+
+
+def _lock_conflict(exc: OperationalError) -> bool:
+    """A deadlock or an exceeded lock_timeout: nothing wrong that a retry cannot fix."""
+    return getattr(exc.orig, "sqlstate", None) in LOCK_CONFLICTS
 
 
 def current_revision(engine: Engine) -> str | None:

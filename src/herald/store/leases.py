@@ -155,3 +155,13 @@ def prune_runs(conn: Connection, *, before: datetime, keep_last: int = 1) -> int
             )
         ).rowcount
     return deleted
+
+
+def purge_leases(conn: Connection, *, before: datetime) -> int:
+    """Delete lease rows nobody has renewed since ``before`` (a duty no longer configured).
+
+    Harmless if the duty comes back: ``take_lease`` creates the row again.
+    Returns the number of rows deleted.
+    """
+    stale = or_(cluster_leases.c.expires_at.is_(None), cluster_leases.c.expires_at < before)
+    return conn.execute(delete(cluster_leases).where(stale)).rowcount

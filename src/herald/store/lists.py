@@ -12,13 +12,26 @@ from herald.errors import Conflict, NotFound
 from herald.store.tables import lists, subscriptions
 
 
-def create_list(conn: Connection, name: str, *, optin: str, description: str, now: datetime) -> int:
+def create_list(
+    conn: Connection,
+    name: str,
+    *,
+    optin: str,
+    description: str,
+    now: datetime,
+    public: bool = False,
+) -> int:
     """Insert a list; returns its id. Raises Conflict if the name is taken."""
     try:
         with conn.begin_nested():
             result = conn.execute(
                 insert(lists).values(
-                    name=name, optin=optin, description=description, created_at=now, updated_at=now
+                    name=name,
+                    optin=optin,
+                    description=description,
+                    public=public,
+                    created_at=now,
+                    updated_at=now,
                 )
             )
     except IntegrityError as exc:

@@ -31,8 +31,10 @@ def ping(conn: Connection) -> None:
 
 
 def campaign_counts(conn: Connection) -> dict[str, int]:
-    """How many campaigns are in each status (statuses with none are absent)."""
-    rows = conn.execute(select(campaigns.c.status, func.count()).group_by(campaigns.c.status))
+    """How many campaigns are in each status (statuses with none are absent);
+    transactional carriers are not counted."""
+    query = select(campaigns.c.status, func.count()).where(campaigns.c.kind == "campaign")
+    rows = conn.execute(query.group_by(campaigns.c.status))
     return {str(status): int(n) for status, n in rows}
 
 
@@ -47,20 +49,22 @@ def running_campaigns(conn: Connection) -> dict[int, str]:
 def open_deliveries(conn: Connection, *, now: datetime) -> list[dict[str, Any]]:
     """Per running campaign with open work: pending and sending rows, and the
     ``due_at`` of the earliest pending row already due (None when none is due).
+    Transactional messages count under their carrier (a running ``tx:…`` campaign).
     """
     pending = deliveries.c.status == "pending"
+    carrier = func.coalesce(deliveries.c.campaign_id, deliveries.c.tx_campaign_id)
     rows = conn.execute(
         select(
-            deliveries.c.campaign_id,
+            carrier.label("campaign_id"),
             func.sum(case((pending, 1), else_=0)).label("pending"),
             func.sum(case((deliveries.c.status == "sending", 1), else_=0)).label("sending"),
             func.min(
                 case((pending & (deliveries.c.due_at <= now), deliveries.c.due_at), else_=None)
             ).label("oldest_due"),
         )
-        .join(campaigns, campaigns.c.id == deliveries.c.campaign_id)
+        .join(campaigns, campaigns.c.id == carrier)
         .where(campaigns.c.status == "running", deliveries.c.status.in_(["pending", "sending"]))
-        .group_by(deliveries.c.campaign_id)
+        .group_by(carrier)
     ).mappings()
     return [dict(r) for r in rows]
 

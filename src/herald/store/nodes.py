@@ -23,16 +23,24 @@ def register(conn: Connection, values: dict[str, Any], *, now: datetime) -> None
     conn.execute(upsert(conn, nodes, row, key=["name"]))
 
 
-def heartbeat(conn: Connection, name: str, *, state: str, now: datetime) -> bool | None:
-    """Refresh this node's heartbeat and state.
+def heartbeat(
+    conn: Connection,
+    name: str,
+    *,
+    state: str,
+    now: datetime,
+    stats: dict[str, Any] | None = None,
+) -> bool | None:
+    """Refresh this node's heartbeat and state (and, when given, its ``stats``).
 
     Returns whether a drain was requested, or None when the row is gone
     (deleted by an operator): the caller registers again.
     """
+    extra = {} if stats is None else {"stats": stats}
     row = conn.execute(
         update(nodes)
         .where(nodes.c.name == name)
-        .values(heartbeat_at=now, state=state)
+        .values(heartbeat_at=now, state=state, **extra)
         .returning(nodes.c.drain_requested)
     ).first()
     return None if row is None else bool(row.drain_requested)
@@ -54,6 +62,14 @@ def request_drain(conn: Connection, name: str) -> bool:
 
 def list_nodes(conn: Connection) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(select(nodes).order_by(nodes.c.name)).mappings()]
+
+
+def list_versions(conn: Connection) -> list[dict[str, Any]]:
+    """Name, version, state and heartbeat of every node, read only from columns
+    every schema revision has, so a newer Herald can list the nodes of a
+    database it still has to migrate (``herald migrate --check``)."""
+    query = select(nodes.c.name, nodes.c.version, nodes.c.state, nodes.c.heartbeat_at)
+    return [dict(r) for r in conn.execute(query.order_by(nodes.c.name)).mappings()]
 
 
 def forget_gone(conn: Connection, *, before: datetime) -> int:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, delete, select, update
 
-from herald.store.tables import campaign_lists, subscriptions
+from herald.store.tables import campaign_lists, subscribers, subscriptions
 
 
 def unsubscribe(
@@ -46,3 +47,43 @@ def statuses(conn: Connection, subscriber_id: int) -> dict[int, str]:
         )
     )
     return {int(r.list_id): str(r.status) for r in rows}
+
+
+def members(
+    conn: Connection, list_id: int, *, status: str | None, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """The subscribers of a list with their subscription, by subscriber id after ``after``."""
+    query = (
+        select(
+            subscribers.c.id,
+            subscribers.c.email,
+            subscribers.c.name,
+            subscribers.c.status,
+            subscriptions.c.status.label("subscription_status"),
+            subscriptions.c.created_at.label("subscribed_at"),
+            subscriptions.c.updated_at.label("subscription_updated_at"),
+        )
+        .join(subscribers, subscribers.c.id == subscriptions.c.subscriber_id)
+        .where(subscriptions.c.list_id == list_id, subscriptions.c.subscriber_id > after)
+    )
+    if status:
+        query = query.where(subscriptions.c.status == status)
+    query = query.order_by(subscriptions.c.subscriber_id).limit(limit)
+    return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def remove(conn: Connection, list_id: int, subscriber_id: int) -> bool:
+    """Delete one subscription (not an unsubscribe: no record of consent remains)."""
+    result = conn.execute(
+        delete(subscriptions).where(
+            subscriptions.c.list_id == list_id, subscriptions.c.subscriber_id == subscriber_id
+        )
+    )
+    return result.rowcount == 1
+
+
+def unsubscribe_from_campaign_lists(
+    conn: Connection, subscriber_id: int, campaign_id: int, *, now: datetime
+) -> int:
+    """Unsubscribe a subscriber from every list of a campaign; returns how many changed."""
+    return unsubscribe(conn, subscriber_id, campaign_list_ids(conn, campaign_id), now=now)

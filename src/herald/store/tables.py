@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -21,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
     true,
 )
 
@@ -62,6 +64,8 @@ lists = Table(
     Column("name", String(255), nullable=False, unique=True),
     Column("optin", String(16), nullable=False, default="single"),
     Column("description", Text, nullable=False, default=""),
+    # Anyone may subscribe through the public form /subscribe/{id}.
+    Column("public", Boolean, nullable=False, default=False, server_default=false()),
     _ts("created_at"),
     _ts("updated_at"),
 )
@@ -117,6 +121,9 @@ campaigns = Table(
     Column("materialise_cursor", Id, nullable=False, default=0),
     # Rewrite links and add an open pixel (domain.tracking).
     Column("track", Boolean, nullable=False, default=True, server_default=true()),
+    # campaign | tx: a tx row is the hidden carrier of one transactional content
+    # (services.transactional), running for ever, hidden from lists and reports.
+    Column("kind", String(16), nullable=False, default="campaign", server_default="campaign"),
     _ts("created_at"),
     _ts("updated_at"),
     _ts("started_at", nullable=True),
@@ -147,6 +154,11 @@ deliveries = Table(
     Column("relay", String(255), nullable=True),
     Column("last_reply", Text, nullable=True),
     Column("message_id", String(255), nullable=True),
+    # Transactional deliveries leave campaign_id NULL (so one address can get
+    # many) and name their hidden tx campaign here; ``data`` is what its
+    # template sees as ``data``.
+    Column("tx_campaign_id", Id, nullable=True),
+    Column("data", JSON, nullable=True),
     _ts("created_at"),
     _ts("updated_at"),
     _ts("sent_at", nullable=True),
@@ -177,6 +189,9 @@ nodes = Table(
     Column("drain_requested", Boolean, nullable=False, default=False),
     _ts("started_at"),
     _ts("heartbeat_at"),
+    # What only the node itself knows, sent with each heartbeat for the alert
+    # rules: HTTP requests and 5xx answers since it started, tracking spool bytes.
+    Column("stats", JSON, nullable=True),
 )
 
 relays = Table(
@@ -307,4 +322,183 @@ job_runs = Table(
     Column("ok", Boolean, nullable=True),  # NULL while it runs
     Column("detail", Text, nullable=False, default=""),
     Index(None, "job", "started_at"),
+)
+
+# A CSV import started through the API: it runs in a thread of the node that
+# received the upload, and any node reads its progress from here. A running
+# import whose ``updated_at`` heartbeat is older than a minute lost its node.
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("status", String(16), nullable=False),  # queued | running | done | failed
+    Column("list_ids", JSON, nullable=False),
+    Column("filename", String(255), nullable=False, default=""),
+    Column("node", String(255), nullable=False),
+    Column("rows", BigInteger, nullable=False, default=0),
+    Column("added", BigInteger, nullable=False, default=0),
+    Column("updated", BigInteger, nullable=False, default=0),
+    Column("skipped", BigInteger, nullable=False, default=0),
+    Column("errors", BigInteger, nullable=False, default=0),
+    Column("bytes_read", BigInteger, nullable=False, default=0),
+    Column("bytes_total", BigInteger, nullable=True),
+    Column("detail", Text, nullable=False, default=""),
+    _ts("created_at"),
+    _ts("started_at", nullable=True),
+    _ts("finished_at", nullable=True),
+    _ts("updated_at"),
+)
+
+# The first refused rows of an import (capped; see services.import_jobs).
+import_errors = Table(
+    "import_errors",
+    metadata,
+    Column("import_id", Id, ForeignKey("imports.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", BigInteger, primary_key=True),
+    Column("email", Text, nullable=False),
+    Column("error", Text, nullable=False),
+)
+
+# Spam complaints (feedback loops): one per delivery, whatever reports it twice.
+complaints = Table(
+    "complaints",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("delivery_id", Id, nullable=False, unique=True),
+    Column("campaign_id", Id, nullable=True),
+    Column("subscriber_id", Id, nullable=True),
+    Column("email", String(320), nullable=False),
+    _ts("at"),
+    Index(None, "at"),
+)
+
+# Consent given through the public pages: who, which list, what (subscribe,
+# confirm, preferences), from which form, from which address (as
+# HERALD_TRACKING_IP says) and when.
+consents = Table(
+    "consents",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Id, ForeignKey("subscribers.id", ondelete="CASCADE"), nullable=False),
+    Column("list_id", Id, nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("source", String(64), nullable=False),
+    Column("ip", String(64), nullable=True),
+    _ts("at"),
+    Index(None, "subscriber_id", "list_id"),
+)
+
+# Each unsubscribe through a campaign's link, with the reason given on the
+# page (empty for one-click). No foreign keys: the record outlives subscribers.
+unsubscribes = Table(
+    "unsubscribes",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("subscriber_id", Id, nullable=False),
+    Column("campaign_id", Id, nullable=True),
+    Column("reason", String(32), nullable=False),
+    Column("comment", Text, nullable=False),
+    _ts("at"),
+    Index(None, "campaign_id"),
+)
+
+# Fixed-window counters for the public pages: form posts per client address,
+# confirmation emails per subscriber and list.
+public_throttle = Table(
+    "public_throttle",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("hits", Integer, nullable=False),
+    _ts("window_start"),
+)
+
+# Built-in probes (ops.probes): one row per probe of an endpoint or a relay,
+# kept 48 h; older ones are rolled up into probe_hours by services.probes.
+probe_results = Table(
+    "probe_results",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # endpoint | relay
+    Column("target", String(255), nullable=False),  # a display name, never a host or secret
+    _ts("at"),
+    Column("ok", Boolean, nullable=False),
+    Column("latency_ms", Float, nullable=True),  # NULL when nothing answered
+    Column("error", String(255), nullable=True),
+    Column("http_status", Integer, nullable=True),
+    Index(None, "at"),
+    Index(None, "kind", "target", "at"),
+)
+
+# Hourly roll-ups of probe_results, kept 35 days: counts and latency counts in
+# the fixed buckets of domain.slo.BUCKETS_MS (a JSON list), so percentiles
+# merge over any window.
+probe_hours = Table(
+    "probe_hours",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("target", String(255), primary_key=True),
+    Column("hour", DateTime(timezone=True), primary_key=True),
+    Column("probes", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("buckets", JSON, nullable=False),
+    Index(None, "hour"),
+)
+
+# Alert instances (herald.ops.alerts): at most one pending or firing row per
+# (rule, key); resolved rows stay as history.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("key", String(255), nullable=False, default=""),  # relay, node, or ""
+    Column("status", String(16), nullable=False),  # pending | firing | resolved
+    Column("severity", String(16), nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("details", JSON, nullable=False, default=dict),
+    Column("node", String(255), nullable=False, default=""),  # the evaluating node
+    _ts("started_at"),
+    _ts("fired_at", nullable=True),
+    _ts("notified_at", nullable=True),
+    _ts("resolved_at", nullable=True),
+    Index(None, "status"),
+)
+
+# Silences: a silenced alert notifies nothing until ``expires_at``.
+alert_silences = Table(
+    "alert_silences",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("rule", String(64), nullable=False),
+    Column("key", String(255), nullable=True),  # NULL: every key of the rule
+    _ts("expires_at"),
+    Column("comment", Text, nullable=False, default=""),
+    Column("created_by", String(320), nullable=False, default=""),
+    _ts("created_at"),
+)
+
+# Tracking roll-up (services.maintenance): events older than
+# HERALD_TRACKING_RAW_DAYS leave tracking_events as daily counts per campaign,
+# kind and URL ("" for opens); reports add these to the raw rows' counts.
+tracking_daily = Table(
+    "tracking_daily",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("campaign_id", Id, nullable=False),
+    Column("day", Date, nullable=False),  # UTC
+    Column("kind", String(8), nullable=False),  # open | click
+    Column("url", Text, nullable=False, server_default=""),
+    Column("events", BigInteger, nullable=False),
+    Index(None, "campaign_id", "kind", "day"),
+)
+
+# Which deliveries opened or clicked, for the unique counts of rolled-up
+# events: written by the roll-up before it deletes the raw rows; reports
+# count the union of these and the raw rows' deliveries.
+tracking_uniques = Table(
+    "tracking_uniques",
+    metadata,
+    Column("campaign_id", Id, primary_key=True),
+    Column("kind", String(8), primary_key=True),
+    Column("delivery_id", Id, primary_key=True),
 )

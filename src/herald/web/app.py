@@ -15,6 +15,8 @@ from herald.services.tracking import Spool
 from herald.web.api.app import PREFIX, build_api
 from herald.web.metrics import install_metrics
 from herald.web.public import public_router
+from herald.web.signup import signup_router
+from herald.web.status import status_router
 from herald.web.tracking import tracking_router
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ def create_app(runtime: Runtime, state: NodeState) -> FastAPI:
     app.state.runtime = runtime
     app.state.node = state
     app.include_router(public_router(runtime))
+    app.include_router(signup_router(runtime))
+    app.include_router(status_router(runtime))
     if state.spool is None:
         state.spool = Spool(runtime.settings.data_dir / "spool" / runtime.node_name)
     app.state.spool = state.spool

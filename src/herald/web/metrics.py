@@ -47,6 +47,7 @@ from herald.domain.states import CampaignStatus
 from herald.errors import DatabaseUnavailable
 from herald.runtime import Runtime
 from herald.services.monitoring import Snapshot, read_snapshot
+from herald.services.probes import metric_readings
 
 if TYPE_CHECKING:
     from herald.node import NodeState
@@ -64,6 +65,7 @@ def install_metrics(app: FastAPI, runtime: Runtime, state: NodeState) -> Collect
     registry = CollectorRegistry()
     registry.register(state.send_metrics)
     registry.register(DatabaseCollector(runtime.engine))
+    registry.register(ProbeCollector(runtime.engine))
     registry.register(NodeCollector(runtime.node_name, state))
     requests = Counter(
         "herald_http_requests",
@@ -79,6 +81,7 @@ def install_metrics(app: FastAPI, runtime: Runtime, state: NodeState) -> Collect
         registry=registry,
     )
     app.add_middleware(HttpMetricsMiddleware, requests=requests, seconds=seconds)
+    state.http_requests = requests  # the node reports its totals with its heartbeat
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -265,3 +268,42 @@ def _relay_families(snap: Snapshot) -> Iterator[Metric]:
         "2 open, 3 failed, 4 disabled.",
         [(r.name, r.state) for r in snap.relays],
     )
+
+
+class ProbeCollector(Collector):
+    """The built-in probes' newest result per target, and the last successful
+    scheduled backup, read from the database on every scrape. Nothing is
+    exported while the database does not answer (``herald_database_up`` says so).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            readings = metric_readings(self.engine)
+        except (SQLAlchemyError, DatabaseUnavailable):
+            return
+        up = GaugeMetricFamily(
+            "herald_probe_up",
+            "1 when the newest built-in probe of a target succeeded, else 0.",
+            labels=["target", "kind"],
+        )
+        latency = GaugeMetricFamily(
+            "herald_probe_latency_seconds",
+            "Response time of the newest built-in probe of a target that answered.",
+            labels=["target", "kind"],
+        )
+        for row in readings.latest:
+            labels = [str(row["target"]), str(row["kind"])]
+            up.add_metric(labels, 1 if row["ok"] else 0)
+            if row["latency_ms"] is not None:
+                latency.add_metric(labels, float(row["latency_ms"]) / 1000)
+        yield up
+        yield latency
+        if readings.last_backup is not None:
+            yield GaugeMetricFamily(
+                "herald_backup_last_success_timestamp_seconds",
+                "When the latest successful scheduled backup finished (Unix time).",
+                value=readings.last_backup.timestamp(),
+            )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
@@ -45,19 +46,24 @@ def public_router(runtime: Runtime) -> APIRouter:
             svc.read_token(runtime.secret, token)
         except NotFound:
             return not_found()
-        form = (
-            f'<form method="post" action="/u/{html.escape(token)}">'
-            "<p>Stop receiving these emails?</p>"
-            '<button type="submit" name="confirm" value="yes">Unsubscribe</button></form>'
-        )
-        return page("Unsubscribe", form)
+        return page("Unsubscribe", _unsubscribe_form(token))
 
     @router.post("/u/{token}", response_class=HTMLResponse)
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         """One-click (``List-Unsubscribe=One-Click``) or the page's form: unsubscribe now."""
-        await request.body()  # the form's content does not matter: the token decides
+        # The token decides; the page's form may add a reason (one-click has none).
+        form = parse_qs((await request.body())[:16_384].decode("utf-8", "replace"))
+        reason = form.get("reason", [""])[0][:32]
+        comment = form.get("comment", [""])[0]
         try:
-            await asyncio.to_thread(svc.unsubscribe, runtime.engine, runtime.secret, token)
+            await asyncio.to_thread(
+                svc.unsubscribe,
+                runtime.engine,
+                runtime.secret,
+                token,
+                reason=reason,
+                comment=comment,
+            )
         except NotFound:
             return not_found()
         except DatabaseUnavailable:
@@ -67,3 +73,20 @@ def public_router(runtime: Runtime) -> APIRouter:
         return page("You are unsubscribed", "<p>You will not receive these emails again.</p>")
 
     return router
+
+
+def _unsubscribe_form(token: str) -> str:
+    """The unsubscribe button, with an optional reason (a select and free text)."""
+    options = "".join(
+        f'<option value="{html.escape(key)}">{html.escape(label)}</option>'
+        for key, label in svc.REASONS.items()
+    )
+    return (
+        f'<form method="post" action="/u/{html.escape(token)}">'
+        "<p>Stop receiving these emails?</p>"
+        '<p><label>Why are you leaving? (optional)<br><select name="reason">'
+        f'<option value="">No reason given</option>{options}</select></label></p>'
+        '<p><label>Anything else? (optional)<br><textarea name="comment" rows="3" cols="40" '
+        'maxlength="1000"></textarea></label></p>'
+        '<button type="submit" name="confirm" value="yes">Unsubscribe</button></form>'
+    )

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from starlette.exceptions import HTTPException
 
 from herald.errors import (
@@ -24,6 +24,9 @@ from herald.errors import (
     HeraldError,
     InvalidInput,
     NotFound,
+    RelayUnavailable,
+    RenderError,
+    TemplateError,
     TooManyAttempts,
     Unauthorized,
 )
@@ -37,9 +40,13 @@ _STATUS: tuple[tuple[type[HeraldError], int, str], ...] = (
     (NotFound, 404, "Not Found"),
     (Conflict, 409, "Conflict"),
     (TooManyAttempts, 429, "Too Many Requests"),
+    # A template that does not compile is content the server cannot process.
+    (TemplateError, 422, "Unprocessable Content"),
+    (RenderError, 422, "Unprocessable Content"),
     (InvalidInput, 400, "Bad Request"),
     (ConfigError, 400, "Bad Request"),
     (DatabaseUnavailable, 503, "Service Unavailable"),
+    (RelayUnavailable, 503, "Service Unavailable"),
 )
 
 
@@ -55,6 +62,8 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)  # type: ignore[arg-type]
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(OperationalError, _database_down)  # type: ignore[arg-type]
+    app.add_exception_handler(DataError, _out_of_range)
+    app.add_exception_handler(OverflowError, _out_of_range)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -99,6 +108,14 @@ async def _database_down(request: Request, exc: OperationalError) -> JSONRespons
     return herald_error_response(DatabaseUnavailable())
 
 
+async def _out_of_range(request: Request, exc: Exception) -> JSONResponse:
+    # A number past 64 bits (SQLite: OverflowError) or a value the database
+    # cannot store (PostgreSQL: DataError, such as a NUL in text) is the
+    # client's input, not a server fault.
+    log.info("database refused a value in %s %s: %s", request.method, request.url.path, exc)
+    return problem(422, "Unprocessable Content", "a value is out of range or cannot be stored")
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path)
     return problem(500, "Internal Server Error", "the server could not complete the request")
@@ -111,3 +128,44 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+_PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"field": {"type": "string"}, "problem": {"type": "string"}},
+            },
+        },
+    },
+}
+
+
+def document_problems(spec: dict[str, Any]) -> dict[str, Any]:
+    """Say in the OpenAPI document what errors really look like.
+
+    FastAPI documents a 422 as its own JSON shape; Herald answers every error,
+    422 included, as ``application/problem+json``. Every operation gets that
+    for 422 and as its ``default`` response (401, 403, 404, 409, 429, 503…).
+    Changes ``spec`` in place and returns it.
+    """
+    components = spec.setdefault("components", {}).setdefault("schemas", {})
+    components["Problem"] = _PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    content = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Invalid request", "content": content}
+            responses["default"] = {"description": "An error (RFC 9457)", "content": content}
+    return spec

@@ -1,4 +1,4 @@
-"""Routes for lists, subscribers and campaigns.
+"""Routes for lists, subscribers and subscriptions (campaigns: ``campaigns.py``).
 
 Handlers are plain functions (FastAPI runs them in its thread pool) that
 validate the body with a model refusing unknown fields and call one service.
@@ -8,24 +8,21 @@ Reads need the ``viewer`` role, changes ``editor``.
 # No "from __future__ import annotations" here: FastAPI reads route signatures
 # at runtime, and their dependency aliases are local to the router factory.
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from herald.runtime import Runtime
-from herald.services import campaigns, lists, subscribers
+from herald.services import lists, subscribers
 from herald.services.auth import Principal
+from herald.web.api.fields import refuse_nulls, single_line
 from herald.web.api.security import requires
 
 _NO_EXTRA = ConfigDict(extra="forbid")
 
 
-def _single_line(value: str) -> str:
-    if any(c in value for c in "\r\n\0"):
-        raise ValueError("must be a single line (no CR, LF or NUL)")
-    return value
+_single_line = single_line
 
 
 class ListIn(BaseModel):
@@ -33,6 +30,7 @@ class ListIn(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     description: str = Field("", max_length=10_000)
     double_optin: bool = False
+    public: bool = Field(False, description="anyone may subscribe at /subscribe/{id}")
 
 
 class ListChange(BaseModel):
@@ -40,6 +38,12 @@ class ListChange(BaseModel):
     name: str | None = Field(None, min_length=1, max_length=255)
     description: str | None = Field(None, max_length=10_000)
     double_optin: bool | None = None
+    public: bool | None = None
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> "ListChange":
+        refuse_nulls(self, ("name", "description", "double_optin", "public"))
+        return self
 
 
 class SubscriberIn(BaseModel):
@@ -62,24 +66,15 @@ class SubscriberChange(BaseModel):
 
     _one_line = field_validator("name")(_single_line)
 
+    @model_validator(mode="after")
+    def _no_nulls(self) -> "SubscriberChange":
+        refuse_nulls(self, ("name", "attribs", "status", "lists"))
+        return self
 
-class CampaignIn(BaseModel):
+
+class SubscriptionIn(BaseModel):
     model_config = _NO_EXTRA
-    name: str = Field(min_length=1, max_length=255)
-    subject: str = Field(min_length=1, max_length=998)
-    html: str = Field(min_length=1, max_length=2_000_000)
-    text: str | None = Field(None, max_length=2_000_000)
-    from_addr: str = Field(max_length=998, alias="from")
-    lists: list[int] = Field(min_length=1)
-    rate_limit: float | None = Field(None, gt=0)
-    track: bool = Field(True, description="open pixel and click redirects")
-
-    _one_line = field_validator("name", "subject", "from_addr")(_single_line)
-
-
-class ScheduleIn(BaseModel):
-    model_config = _NO_EXTRA
-    at: datetime
+    status: str = Field(description="unconfirmed, confirmed or unsubscribed")
 
 
 def resource_router(runtime: Runtime) -> APIRouter:
@@ -97,7 +92,11 @@ def resource_router(runtime: Runtime) -> APIRouter:
     def create_list(body: ListIn, _: editor) -> dict[str, Any]:
         """Create a list."""
         list_id = lists.create_list(
-            engine, body.name, double_optin=body.double_optin, description=body.description
+            engine,
+            body.name,
+            double_optin=body.double_optin,
+            description=body.description,
+            public=body.public,
         )
         return lists.get_list(engine, list_id)
 
@@ -161,53 +160,30 @@ def resource_router(runtime: Runtime) -> APIRouter:
         subscribers.delete_subscriber(engine, subscriber_id)
         return Response(status_code=204)
 
-    @router.get("/campaigns", tags=["campaigns"])
-    def get_campaigns(_: viewer) -> list[dict[str, Any]]:
-        return campaigns.list_campaigns(engine)
+    @router.get("/lists/{list_id}/subscribers", tags=["subscriptions"])
+    def members(
+        list_id: int,
+        _: viewer,
+        status: str | None = None,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    ) -> dict[str, Any]:
+        """A page of the list's subscribers with their subscription status."""
+        return lists.list_members(engine, list_id, status=status, after=after, limit=limit)
 
-    @router.post("/campaigns", tags=["campaigns"], status_code=201)
-    def create_campaign(body: CampaignIn, _: editor) -> dict[str, Any]:
-        """Create a draft campaign for the given list ids."""
-        names = tuple(lists.get_list(engine, list_id)["name"] for list_id in body.lists)
-        draft = campaigns.CampaignDraft(
-            name=body.name,
-            subject=body.subject,
-            html=body.html,
-            text=body.text,
-            from_addr=body.from_addr,
-            list_names=names,
-            rate_limit=body.rate_limit,
-            track=body.track,
-        )
-        return campaigns.campaign_report(engine, campaigns.create_campaign(engine, draft))
+    @router.put("/lists/{list_id}/subscribers/{subscriber_id}", tags=["subscriptions"])
+    def subscribe(
+        list_id: int, subscriber_id: int, body: SubscriptionIn, _: editor
+    ) -> dict[str, Any]:
+        """Subscribe, or set the status of the subscription."""
+        return lists.set_subscription(engine, list_id, subscriber_id, body.status)
 
-    @router.get("/campaigns/{campaign_id}", tags=["campaigns"])
-    def get_campaign(campaign_id: int, _: viewer) -> dict[str, Any]:
-        """The campaign with its counts per delivery status."""
-        return campaigns.campaign_report(engine, campaign_id)
+    @router.delete(
+        "/lists/{list_id}/subscribers/{subscriber_id}", tags=["subscriptions"], status_code=204
+    )
+    def remove(list_id: int, subscriber_id: int, _: editor) -> Response:
+        """Delete the subscription (to keep a record of consent, PUT unsubscribed instead)."""
+        lists.remove_subscription(engine, list_id, subscriber_id)
+        return Response(status_code=204)
 
-    @router.post("/campaigns/{campaign_id}/schedule", tags=["campaigns"])
-    def schedule(campaign_id: int, body: ScheduleIn, _: editor) -> dict[str, Any]:
-        campaigns.schedule_campaign(engine, campaign_id, body.at)
-        return campaigns.campaign_report(engine, campaign_id)
-
-    for action in ("start", "pause", "resume", "cancel"):
-        router.add_api_route(
-            f"/campaigns/{{campaign_id}}/{action}",
-            _status_route(runtime, action),
-            methods=["POST"],
-            tags=["campaigns"],
-            name=f"{action}_campaign",
-            summary=f"{action.capitalize()} a campaign",
-        )
     return router
-
-
-def _status_route(runtime: Runtime, action: str) -> Any:
-    editor = Annotated[Principal, Depends(requires(runtime, "editor"))]
-
-    def route(campaign_id: int, _: editor) -> dict[str, Any]:
-        campaigns.change_status(runtime.engine, campaign_id, action)
-        return campaigns.campaign_report(runtime.engine, campaign_id)
-
-    return route
