@@ -25,6 +25,8 @@ its original text with line breaks normalised to CRLF.
 from __future__ import annotations
 
 import binascii
+import functools
+import hashlib
 import hmac
 import re
 import secrets
@@ -76,8 +78,14 @@ def make_message_id(delivery_id: int, campaign_id: int | None, secret: str, doma
         raise InvalidInput("Message-ID numbers must not be negative.")
     campaign_part = "t" if campaign_id is None else str(campaign_id)
     payload = f"{delivery_id}.{campaign_part}".encode()
-    mac = hmac.digest(secret.encode(), payload, "sha256").hex()[:16]
-    return f"<{delivery_id}.{campaign_part}.{mac}@{_ascii_domain(domain)}>"
+    keyed = _keyed(secret).copy()  # see domain.tokens._mac: no digest lookup per message
+    keyed.update(payload)
+    return f"<{delivery_id}.{campaign_part}.{keyed.hexdigest()[:16]}@{_ascii_domain(domain)}>"
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: str) -> hmac.HMAC:
+    return hmac.new(secret.encode(), digestmod=hashlib.sha256)
 
 
 class MessageBuilder:
