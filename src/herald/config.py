@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,6 +28,15 @@ from herald.errors import ConfigError, InvalidInput
 
 DEFAULT_DATA_DIR = Path("herald-data")
 SECRET_FILE = "secret.key"  # noqa: S105 - a file name, not a secret
+
+
+def _readable(parse: Callable[[str], object], value: str) -> str:
+    """``value`` if ``parse`` accepts it; its InvalidInput as the ValueError pydantic reports."""
+    try:
+        parse(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from exc
+    return value
 
 
 class Settings(BaseSettings):
@@ -115,30 +125,17 @@ class Settings(BaseSettings):
     @field_validator("domain_limits")
     @classmethod
     def _check_domain_limits(cls, value: str) -> str:
-        try:
-            parse_domain_limits(value)
-        except InvalidInput as exc:
-            raise ValueError(exc.message) from exc
-        return value
+        return _readable(parse_domain_limits, value)
 
     @field_validator("probe_urls")
     @classmethod
     def _check_probe_urls(cls, value: str) -> str:
-        try:
-            endpoint_targets("http://127.0.0.1", value)
-        except InvalidInput as exc:
-            raise ValueError(exc.message) from exc
-        return value
+        return _readable(lambda v: endpoint_targets("http://127.0.0.1", v), value)
 
     @field_validator("backup_schedule")
     @classmethod
     def _check_backup_schedule(cls, value: str) -> str:
-        if value.strip():
-            try:
-                parse_schedule(value)
-            except InvalidInput as exc:
-                raise ValueError(exc.message) from exc
-        return value
+        return _readable(parse_schedule, value) if value.strip() else value
 
     @field_validator(
         "maintenance_tracking_interval",
@@ -147,11 +144,7 @@ class Settings(BaseSettings):
     )
     @classmethod
     def _check_interval(cls, value: str) -> str:
-        try:
-            parse_interval(value)
-        except InvalidInput as exc:
-            raise ValueError(exc.message) from exc
-        return value
+        return _readable(parse_interval, value)
 
     @field_validator("database_url")
     @classmethod

@@ -43,68 +43,41 @@ def delete_results_before(conn: Connection, cutoff: datetime) -> int:
 
 def latest_results(conn: Connection) -> list[dict[str, Any]]:
     """The newest raw result of each target (kind, target, at, ok, latency_ms, http_status)."""
-    newest = (
-        select(
-            probe_results.c.kind,
-            probe_results.c.target,
-            func.max(probe_results.c.at).label("at"),
-        )
-        .group_by(probe_results.c.kind, probe_results.c.target)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(
-            probe_results.c.kind,
-            probe_results.c.target,
-            probe_results.c.at,
-            probe_results.c.ok,
-            probe_results.c.latency_ms,
-            probe_results.c.http_status,
-        )
-        .join(
-            newest,
-            and_(
-                newest.c.kind == probe_results.c.kind,
-                newest.c.target == probe_results.c.target,
-                newest.c.at == probe_results.c.at,
-            ),
-        )
-        .order_by(probe_results.c.kind, probe_results.c.target, probe_results.c.id.desc())
-    ).mappings()
-    return [dict(r) for r in rows]
+    return _newest_per_target(conn, ("ok", "latency_ms", "http_status"))
 
 
 def latest_failures(conn: Connection) -> list[dict[str, Any]]:
     """The newest failed raw result of each target (kind, target, at, error, http_status)."""
-    newest = (
-        select(
-            probe_results.c.kind,
-            probe_results.c.target,
-            func.max(probe_results.c.at).label("at"),
-        )
-        .where(probe_results.c.ok.is_(False))
-        .group_by(probe_results.c.kind, probe_results.c.target)
-        .subquery()
-    )
-    rows = conn.execute(
-        select(
-            probe_results.c.kind,
-            probe_results.c.target,
-            probe_results.c.at,
-            probe_results.c.error,
-            probe_results.c.http_status,
-        )
+    return _newest_per_target(conn, ("error", "http_status"), only=probe_results.c.ok.is_(False))
+
+
+def _newest_per_target(
+    conn: Connection, columns: tuple[str, ...], *, only: ColumnElement[bool] | None = None
+) -> list[dict[str, Any]]:
+    """Kind, target, at and ``columns`` of each target's newest raw result (among ``only``)."""
+    newest = select(
+        probe_results.c.kind,
+        probe_results.c.target,
+        func.max(probe_results.c.at).label("at"),
+    ).group_by(probe_results.c.kind, probe_results.c.target)
+    if only is not None:
+        newest = newest.where(only)
+    latest = newest.subquery()
+    query = (
+        select(*(probe_results.c[c] for c in ("kind", "target", "at", *columns)))
         .join(
-            newest,
+            latest,
             and_(
-                newest.c.kind == probe_results.c.kind,
-                newest.c.target == probe_results.c.target,
-                newest.c.at == probe_results.c.at,
+                latest.c.kind == probe_results.c.kind,
+                latest.c.target == probe_results.c.target,
+                latest.c.at == probe_results.c.at,
             ),
         )
-        .where(probe_results.c.ok.is_(False))
-    ).mappings()
-    return [dict(r) for r in rows]
+        .order_by(probe_results.c.kind, probe_results.c.target, probe_results.c.id.desc())
+    )
+    if only is not None:
+        query = query.where(only)
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def hours_since(conn: Connection, since: datetime) -> list[dict[str, Any]]:
