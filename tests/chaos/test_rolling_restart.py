@@ -18,8 +18,9 @@ from collections.abc import Callable
 from subprocess import Popen
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
+from herald.services import campaigns as campaign_service
 from herald.services import nodes as node_service
 from herald.store.tables import deliveries
 from tests.factories import add_subscribers, finished, make_campaign, make_list
@@ -30,6 +31,10 @@ TOTAL = 12_000
 LEASE = "5"
 NAMES = ("a", "b", "c")
 SETTINGS = {"lease_ttl": LEASE, "concurrency": "4", "batch_size": "200"}
+# A cluster-wide rate keeps the campaign running for about 48 s, so it cannot
+# end while the last node is still draining and starting again: unthrottled,
+# the two other nodes could send the rest before it rejoined.
+RATE = 250.0
 # Bounds, not expectations.
 PROGRESS_TIMEOUT = 60.0
 REJOIN_TIMEOUT = 30.0
@@ -52,6 +57,12 @@ def _claimed_by(engine: Engine, node: str) -> int:
             )
         )
         return len(list(rows))
+
+
+def _pending(engine: Engine) -> int:
+    with engine.begin() as conn:
+        query = select(func.count()).where(deliveries.c.status == "pending")
+        return int(conn.scalar(query) or 0)
 
 
 def _node_state(engine: Engine, name: str) -> str:
@@ -82,7 +93,12 @@ def _restart(
     assert _node_state(engine, name) == "gone"
     before = sink.count()
     procs[name] = herald_nodes.start(name, sink.url, **SETTINGS)
-    wait_until(lambda: sink.count() > before, REJOIN_TIMEOUT, f"{name} to send again")
+    wait_until(
+        lambda: sink.count() > before or _pending(engine) == 0,
+        REJOIN_TIMEOUT,
+        f"{name} to send again",
+    )
+    assert sink.count() > before, f"the campaign ended before {name} rejoined"
     return code
 
 
@@ -92,7 +108,9 @@ def test_it_restarts_every_node_in_turn_without_a_duplicate(
     engine: Engine, herald_nodes: Nodes, sink_factory: Callable[..., Sink]
 ) -> None:
     emails = add_subscribers(engine, make_list(engine), TOTAL)
-    campaign_id = make_campaign(engine)
+    campaign_id = make_campaign(engine, start=False)
+    campaign_service.set_rate(engine, campaign_id, RATE)
+    campaign_service.change_status(engine, campaign_id, "start")
     sinks = {name: sink_factory() for name in NAMES}
     procs = {name: herald_nodes.start(name, sinks[name].url, **SETTINGS) for name in NAMES}
 
