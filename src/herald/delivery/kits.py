@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,9 +68,9 @@ class SendKit:
             context["preferences_url"] = self.preferences_url(subscriber_id)
         rendered = self.compiled.render(context)
         mid = self.message_id(delivery_id)
-        html: str | tuple[str, ...] = rendered.html_parts
+        html: Sequence[str] = rendered.html_parts
         if self.track:
-            html = self._tracked(rendered.html, delivery_id)
+            html = self._tracked(html, delivery_id)
         try:
             raw = self.builder.build(
                 to_addr=email,
@@ -84,10 +85,10 @@ class SendKit:
             raise RenderError(f"cannot build message: {exc}") from exc
         return mid, raw
 
-    def _tracked(self, html: str, delivery_id: int) -> str:
+    def _tracked(self, html: Sequence[str], delivery_id: int) -> list[str]:
         """Links through the click redirect, and an open pixel (domain.tracking)."""
         secret, base, campaign = self.secret, self.base_url, self.campaign_id
-        return tracking.track(
+        return tracking.track_parts(
             html,
             link=lambda target: tracking.click_url(secret, base, delivery_id, campaign, target),
             pixel=tracking.open_url(secret, base, delivery_id, campaign),

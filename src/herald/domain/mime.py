@@ -42,6 +42,7 @@ _MAX_LINE = 76
 _FOLD_AT = 78
 _MAX_URL = 900
 _CACHE_MAX_ENTRIES = 4096
+_SEEN_MAX_ENTRIES = 65536
 _WORD_CONTINUATION_BYTES = 45  # 60 base64 chars: " =?utf-8?b?…?=" stays within 78 columns
 _FREE_TEXT_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 _SPACE_RUN = re.compile(r"\s+")
@@ -131,6 +132,8 @@ class MessageBuilder:
         )
         self._close = b"\r\n--" + boundary + b"--\r\n"
         self._cache: dict[str, bytes] = {}
+        self._seen: dict[int, int] = {}  # chunk hash -> the build it was first encoded in
+        self._builds = 0
         self._date_second = -1
         self._date_bytes = b""
 
@@ -163,6 +166,7 @@ class MessageBuilder:
                 raise InvalidInput(f"Invalid unsubscribe URL {unsubscribe_url!r}.")
             url = unsubscribe_url.encode()
             unsubscribe = b"\r\nList-Unsubscribe: <" + url + b">" + self._mailto
+        self._builds += 1
         pieces = [
             self._from,
             b"To: ",
@@ -202,9 +206,23 @@ class MessageBuilder:
         out.extend([get(chunk) or self._encode_miss(chunk) for chunk in _as_chunks(body)])
 
     def _encode_miss(self, chunk: str) -> bytes:
+        """Encode a chunk not in the cache; keep it there from its second sighting.
+
+        Most chunks of one message (a name, a tracked link, the pixel; the
+        first two may occur in both parts) are never seen in another: caching
+        them at once would fill the cache with one-off entries before a
+        template's rarer static chunks (a conditional block) first appear.
+        """
         encoded = _encode_chunk(chunk)
-        if len(self._cache) < _CACHE_MAX_ENTRIES:
-            self._cache[chunk] = encoded
+        key = hash(chunk)
+        first = self._seen.get(key)
+        if first is not None and first != self._builds:
+            if len(self._cache) < _CACHE_MAX_ENTRIES:
+                self._cache[chunk] = encoded
+        elif first is None:
+            if len(self._seen) >= _SEEN_MAX_ENTRIES:
+                self._seen.clear()
+            self._seen[key] = self._builds
         return encoded
 
 

@@ -12,9 +12,11 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import bisect
 import html
+import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from urllib.parse import quote
 
 from herald.domain import tokens
@@ -55,17 +57,58 @@ def track(html_text: str, *, link: Callable[[str], str], pixel: str, skip: str) 
     Links starting with ``skip`` (Herald's own pages, such as unsubscribe)
     and other schemes (mailto:, tel:, #anchors) are left alone.
     """
+    return "".join(track_parts((html_text,), link=link, pixel=pixel, skip=skip))
 
-    def swap(match: re.Match[str]) -> str:
+
+def track_parts(
+    parts: Sequence[str], *, link: Callable[[str], str], pixel: str, skip: str
+) -> list[str]:
+    """``track`` over the chunks a template yielded, keeping their boundaries.
+
+    The result joins to ``track("".join(parts), …)``. It is cut wherever the
+    input was, and around each rewritten link and the pixel, so the static
+    chunks of a template come out as the same strings for every recipient
+    and the MIME encoder's cache still finds them; only the links and the
+    chunks that really differ are new.
+    """
+    whole = "".join(parts)
+    swaps: list[tuple[int, int, str]] = []  # (start, end, replacement) in ``whole``
+    for match in _HREF.finditer(whole):
         target = html.unescape(match.group(3)).strip()
         if not target.startswith(_TRACKED) or target.startswith(skip) or len(target) > MAX_URL:
-            return match.group(0)
-        quote_char = match.group(2)
-        return f"{match.group(1)}{quote_char}{html.escape(link(target))}{quote_char}"
-
-    rewritten = _HREF.sub(swap, html_text)
+            continue
+        swaps.append((match.start(3), match.end(3), html.escape(link(target))))
     img = f'<img src="{html.escape(pixel)}" width="1" height="1" alt="" style="border:0">'
-    parts = _BODY_END.split(rewritten, maxsplit=1)
-    if len(parts) == 2:
-        return f"{parts[0]}{img}</body>{parts[1]}"
-    return rewritten + img
+    at = len(whole)
+    for end in _BODY_END.finditer(whole):
+        if not any(start <= end.start() < stop for start, stop, _ in swaps):
+            at = end.start()
+            break
+    swaps.append((at, at, img))
+    swaps.sort(key=lambda swap: swap[0])
+    ends = list(itertools.accumulate(len(part) for part in parts))
+    out: list[str] = []
+    position = 0
+    for start, stop, replacement in swaps:
+        out.extend(_slices(parts, ends, position, start))
+        out.append(replacement)
+        position = stop
+    out.extend(_slices(parts, ends, position, len(whole)))
+    return out
+
+
+def _slices(parts: Sequence[str], ends: list[int], start: int, stop: int) -> list[str]:
+    """The text from ``start`` to ``stop`` of the joined ``parts`` (``ends``: where
+    each part ends), cut at every part boundary; a part taken whole is not copied."""
+    out: list[str] = []
+    index = bisect.bisect_right(ends, start)
+    while start < stop:
+        part, end = parts[index], ends[index]
+        begin = end - len(part)
+        if start == begin and stop >= end:
+            out.append(part)
+        else:
+            out.append(part[start - begin : min(stop, end) - begin])
+        start = min(stop, end)
+        index += 1
+    return out
