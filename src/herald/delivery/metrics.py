@@ -84,6 +84,8 @@ class SendMetrics(Collector):
             registry=None,
         )
         self._pool: RelayStates | None = None
+        self._delivered: dict[tuple[str, str], Counter] = {}
+        self._timed: dict[str, Histogram] = {}
 
     def watch(self, pool: RelayStates) -> None:
         """Export ``pool``'s breaker states from now on (the latest pool wins)."""
@@ -93,11 +95,18 @@ class SendMetrics(Collector):
         """Count one acked result; ``status`` is the delivery status written (pending = retry)."""
         outcome = _OUTCOMES.get(status)
         if outcome is not None:
-            self.deliveries.labels(outcome, relay or NO_RELAY).inc()
+            key = (outcome, relay or NO_RELAY)
+            counter = self._delivered.get(key)
+            if counter is None:  # labels() costs more than the count; keep the child
+                counter = self._delivered[key] = self.deliveries.labels(*key)
+            counter.inc()
 
     def sent(self, relay: str, outcome: SendOutcome, seconds: float) -> None:
         """Account for one SMTP transaction at ``relay``, whatever its outcome."""
-        self.send_seconds.labels(relay).observe(max(seconds, 0.0))
+        histogram = self._timed.get(relay)
+        if histogram is None:
+            histogram = self._timed[relay] = self.send_seconds.labels(relay)
+        histogram.observe(max(seconds, 0.0))
         if outcome.ambiguous:
             self.ambiguous.labels(relay).inc()
 

@@ -114,6 +114,7 @@ class RelayPool:
         now = clock()
         self._domains = {d: Throttle(lim, now) for d, lim in (domain_limits or {}).items()}
         self._changed = asyncio.Condition()
+        self._waiting = 0  # senders waiting in acquire()
         self.update(relays)
 
     @property
@@ -203,9 +204,13 @@ class RelayPool:
             if slot is not None:
                 return slot
             wait = min(until - self._clock(), 0.05)
-            async with self._changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=max(wait, 0.0))
+            self._waiting += 1
+            try:
+                async with self._changed:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), timeout=max(wait, 0.0))
+            finally:
+                self._waiting -= 1
         return None
 
     async def release(self, slot: Slot, outcome: SendOutcome) -> None:
@@ -221,8 +226,13 @@ class RelayPool:
             member.idle.append(slot.conn)
             self._record(member, outcome, now, now - slot.started)
         self.metrics.sent(slot.relay, outcome, now - slot.started)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._wake()
+
+    async def _wake(self) -> None:
+        """Wake the senders waiting in ``acquire`` (mostly there are none)."""
+        if self._waiting:
+            async with self._changed:
+                self._changed.notify_all()
 
     def _record(self, member: _Member, outcome: SendOutcome, now: float, seconds: float) -> None:
         tally, breaker = member.tally, member.breaker
@@ -262,8 +272,7 @@ class RelayPool:
         member.probing = False
         member.active_at = now
         member.breaker.probed(now, outcome.ok, None if outcome.ok else outcome.reply)
-        async with self._changed:
-            self._changed.notify_all()
+        await self._wake()
 
     def take_reports(self) -> list[RelayReport]:
         """Tallies since the last call and the current state, per relay; resets the tallies."""
