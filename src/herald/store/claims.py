@@ -227,51 +227,66 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
         return 0
     # Rows are updated in id order, as renew() locks them: two transactions of
     # one node (acks and lease renewal) then never wait on each other in a cycle.
-    ordered = sorted(acks, key=lambda a: a.delivery_id)
-    if conn.dialect.name == "postgresql":
-        return len(acks) - _ack_postgresql(conn, ordered, owner, now)
-    stmt = (
-        update(deliveries)
-        .where(
-            deliveries.c.id == bindparam("b_id"),
-            deliveries.c.lease_epoch == bindparam("b_epoch"),
-            or_(
-                and_(deliveries.c.status == "sending", deliveries.c.lease_owner == owner),
-                # Re-queued after our lease ran out (say, while the database was
-                # unreachable) but not yet re-claimed: the epoch is still ours and
-                # what we did is still the truth. A re-claim bumps the epoch.
-                and_(deliveries.c.status == "pending", deliveries.c.lease_owner.is_(None)),
-            ),
+    rows = [
+        (
+            a.delivery_id,
+            a.epoch,
+            a.status,
+            a.relay,
+            a.reply[:1000],
+            a.message_id,
+            1 if a.count_attempt else 0,
+            a.due_at or now,
+            now if a.status == "sent" else None,
         )
-        .values(
-            status=bindparam("b_status"),
-            relay=bindparam("b_relay"),
-            last_reply=bindparam("b_reply"),
-            message_id=bindparam("b_mid"),
-            attempts=deliveries.c.attempts + bindparam("b_inc"),
-            due_at=bindparam("b_due"),
-            sent_at=bindparam("b_sent"),
-            lease_owner=None,
-            lease_expires=None,
-            updated_at=now,
-        )
-    )
-    params = [
-        {
-            "b_id": a.delivery_id,
-            "b_epoch": a.epoch,
-            "b_status": a.status,
-            "b_relay": a.relay,
-            "b_reply": a.reply[:1000],
-            "b_mid": a.message_id,
-            "b_inc": 1 if a.count_attempt else 0,
-            "b_due": a.due_at or now,
-            "b_sent": now if a.status == "sent" else None,
-        }
-        for a in ordered
+        for a in sorted(acks, key=lambda a: a.delivery_id)
     ]
-    done = conn.execute(stmt, params).rowcount
+    if conn.dialect.name == "postgresql":
+        done = _ack_postgresql(conn, rows, owner, now)
+    else:
+        stmt = (
+            update(deliveries)
+            .where(
+                deliveries.c.id == bindparam("b_id"),
+                deliveries.c.lease_epoch == bindparam("b_epoch"),
+                or_(
+                    and_(deliveries.c.status == "sending", deliveries.c.lease_owner == owner),
+                    # Re-queued after our lease ran out (say, while the database
+                    # was unreachable) but not yet re-claimed: the epoch is still
+                    # ours and what we did is still the truth. A re-claim bumps it.
+                    and_(deliveries.c.status == "pending", deliveries.c.lease_owner.is_(None)),
+                ),
+            )
+            .values(
+                status=bindparam("b_status"),
+                relay=bindparam("b_relay"),
+                last_reply=bindparam("b_reply"),
+                message_id=bindparam("b_mid"),
+                attempts=deliveries.c.attempts + bindparam("b_inc"),
+                due_at=bindparam("b_due"),
+                sent_at=bindparam("b_sent"),
+                lease_owner=None,
+                lease_expires=None,
+                updated_at=now,
+            )
+        )
+        params = [dict(zip(_ACK_FIELDS, row, strict=True)) for row in rows]
+        done = conn.execute(stmt, params).rowcount
     return len(acks) - max(done, 0)
+
+
+# Bind names of one ack's values, in the order ack() lists them.
+_ACK_FIELDS = (
+    "b_id",
+    "b_epoch",
+    "b_status",
+    "b_relay",
+    "b_reply",
+    "b_mid",
+    "b_inc",
+    "b_due",
+    "b_sent",
+)
 
 
 # The same guarded update as one statement over arrays: a group of a few
@@ -279,18 +294,18 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
 # per-row parameters cost more client CPU than the send). The rows are locked
 # first, in id order (see ack()), by _LOCK_POSTGRESQL.
 _LOCK_POSTGRESQL = text(
-    "SELECT id FROM deliveries WHERE id = ANY(CAST(:ids AS bigint[])) ORDER BY id FOR UPDATE"
+    "SELECT id FROM deliveries WHERE id = ANY(CAST(:b_id AS bigint[])) ORDER BY id FOR UPDATE"
 )
 _ACK_POSTGRESQL = text(
     """
     UPDATE deliveries AS d
     SET status = v.status, relay = v.relay, last_reply = v.reply, message_id = v.mid,
-        attempts = d.attempts + v.inc, due_at = coalesce(v.due, :now), sent_at = v.sent,
+        attempts = d.attempts + v.inc, due_at = v.due, sent_at = v.sent,
         lease_owner = NULL, lease_expires = NULL, updated_at = :now
     FROM unnest(
-        CAST(:ids AS bigint[]), CAST(:epochs AS integer[]), CAST(:statuses AS text[]),
-        CAST(:relays AS text[]), CAST(:replies AS text[]), CAST(:mids AS text[]),
-        CAST(:incs AS integer[]), CAST(:dues AS timestamptz[]), CAST(:sents AS timestamptz[])
+        CAST(:b_id AS bigint[]), CAST(:b_epoch AS integer[]), CAST(:b_status AS text[]),
+        CAST(:b_relay AS text[]), CAST(:b_reply AS text[]), CAST(:b_mid AS text[]),
+        CAST(:b_inc AS integer[]), CAST(:b_due AS timestamptz[]), CAST(:b_sent AS timestamptz[])
     ) AS v(id, epoch, status, relay, reply, mid, inc, due, sent)
     WHERE d.id = v.id
       AND d.lease_epoch = v.epoch
@@ -300,23 +315,15 @@ _ACK_POSTGRESQL = text(
 )
 
 
-def _ack_postgresql(conn: Connection, acks: Sequence[Ack], owner: str, now: datetime) -> int:
-    """Apply ``acks`` (in id order) in one statement; return how many rows took them."""
-    params = {
-        "ids": [a.delivery_id for a in acks],
-        "epochs": [a.epoch for a in acks],
-        "statuses": [a.status for a in acks],
-        "relays": [a.relay for a in acks],
-        "replies": [a.reply[:1000] for a in acks],
-        "mids": [a.message_id for a in acks],
-        "incs": [1 if a.count_attempt else 0 for a in acks],
-        "dues": [a.due_at for a in acks],
-        "sents": [now if a.status == "sent" else None for a in acks],
-        "owner": owner,
-        "now": now,
-    }
-    conn.execute(_LOCK_POSTGRESQL, {"ids": params["ids"]})
-    return max(conn.execute(_ACK_POSTGRESQL, params).rowcount, 0)
+def _ack_postgresql(
+    conn: Connection, rows: Sequence[tuple[Any, ...]], owner: str, now: datetime
+) -> int:
+    """Lock the acked rows in id order, then update them all in one statement;
+    return how many rows took their ack. ``rows`` are as ack() builds them."""
+    columns = list(zip(*rows, strict=True))
+    params = dict(zip(_ACK_FIELDS, map(list, columns), strict=True))
+    conn.execute(_LOCK_POSTGRESQL, {"b_id": params["b_id"]})
+    return max(conn.execute(_ACK_POSTGRESQL, {**params, "owner": owner, "now": now}).rowcount, 0)
 
 
 def requeue_expired(
