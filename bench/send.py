@@ -40,10 +40,9 @@ from herald.delivery.kits import make_kit
 from herald.delivery.worker import Worker, WorkerOptions
 from herald.domain.clock import utcnow
 from herald.domain.relays import RelayConfig
-from herald.services import campaigns, lists, nodes
+from herald.services import campaigns, lists, nodes, outbox
 from herald.services.demo import DEMO_HTML
 from herald.store.engine import make_engine, migrate
-from herald.store.tables import campaigns as campaign_table
 from herald.store.tables import subscribers, subscriptions
 from smtp_sink import HOST, herald_run, running_sink
 
@@ -154,9 +153,7 @@ async def send_campaign(
 
 
 def campaign_status(engine: Engine, campaign_id: int) -> str:
-    with engine.connect() as conn:
-        query = select(campaign_table.c.status).where(campaign_table.c.id == campaign_id)
-        return str(conn.scalar(query))
+    return outbox.campaign_statuses(engine, [campaign_id])[campaign_id][0]
 
 
 def run_loop(main: Coroutine[Any, Any, T]) -> T:

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from subprocess import Popen
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, select
 
 from herald.services import campaigns as campaign_service
 from herald.services import nodes as node_service
+from herald.store.deliveries import status_counts
 from herald.store.tables import deliveries
 from tests.factories import add_subscribers, finished, make_campaign, make_list
 from tests.processes import Nodes, wait_until
@@ -59,10 +60,9 @@ def _claimed_by(engine: Engine, node: str) -> int:
         return len(list(rows))
 
 
-def _pending(engine: Engine) -> int:
+def _pending(engine: Engine, campaign_id: int) -> int:
     with engine.begin() as conn:
-        query = select(func.count()).where(deliveries.c.status == "pending")
-        return int(conn.scalar(query) or 0)
+        return status_counts(conn, campaign_id).get("pending", 0)
 
 
 def _node_state(engine: Engine, name: str) -> str:
@@ -77,6 +77,7 @@ def _restart(
     sink: Sink,
     name: str,
     *,
+    campaign_id: int,
     drains: list[float],
 ) -> int:
     """SIGTERM node ``name``, check its drain, start its replacement under the same name.
@@ -94,7 +95,7 @@ def _restart(
     before = sink.count()
     procs[name] = herald_nodes.start(name, sink.url, **SETTINGS)
     wait_until(
-        lambda: sink.count() > before or _pending(engine) == 0,
+        lambda: sink.count() > before or _pending(engine, campaign_id) == 0,
         REJOIN_TIMEOUT,
         f"{name} to send again",
     )
@@ -120,7 +121,9 @@ def test_it_restarts_every_node_in_turn_without_a_duplicate(
         mark = TOTAL * turn // 5
         wait_until(functools.partial(_reached, sinks, mark), PROGRESS_TIMEOUT, f"{mark} sent")
         assert _sent(sinks) < TOTAL, "the campaign ended before every node was restarted"
-        codes[name] = _restart(engine, herald_nodes, procs, sinks[name], name, drains=drains)
+        codes[name] = _restart(
+            engine, herald_nodes, procs, sinks[name], name, campaign_id=campaign_id, drains=drains
+        )
 
     wait_until(finished(engine, campaign_id), FINISH_TIMEOUT, "the campaign to finish")
     assert codes == dict.fromkeys(NAMES, 0)
