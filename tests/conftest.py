@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine
 
 from herald.store.engine import make_engine, migrate
+from tests.ci import unavailable
 
 # Real SMTP sink fixtures (sink, sink_factory) for every test.
 pytest_plugins = [
@@ -29,7 +30,6 @@ pytest_plugins = [
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_TEMPLATE = f"herald_tpl_{os.getpid()}"
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _pg_url(dbname: str) -> str:
@@ -47,9 +47,10 @@ def pg_template() -> Iterator[str]:
     try:
         admin = _admin()
     except psycopg.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+        unavailable(
+            f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}",
+            in_ci=f"PostgreSQL is required in CI but unreachable: {exc}",
+        )
     with admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{PG_TEMPLATE}"')
         admin.execute(f'CREATE DATABASE "{PG_TEMPLATE}"')

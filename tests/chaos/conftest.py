@@ -6,15 +6,13 @@ Outside CI, missing PostgreSQL server binaries skip these tests; with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.chaos.pgcluster import PgHarnessUnavailable, PgPair
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+from tests.ci import unavailable
 
 
 @pytest.fixture
@@ -23,8 +21,6 @@ def pg_pair(tmp_path: Path) -> Iterator[PgPair]:
     try:
         pair = PgPair(tmp_path)
     except PgHarnessUnavailable as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL server binaries are required in CI: {exc}")
-        pytest.skip(str(exc))
+        unavailable(str(exc), in_ci=f"PostgreSQL server binaries are required in CI: {exc}")
     with pair:
         yield pair

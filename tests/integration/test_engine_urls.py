@@ -20,9 +20,9 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 from herald.errors import DatabaseUnavailable
 from herald.store.engine import make_engine, normalise_url
 from herald.store.retry import run_in_transaction
+from tests.ci import unavailable
 
 PG_ADMIN_URL = os.environ.get("HERALD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _closed_port() -> int:
@@ -40,9 +40,10 @@ def live() -> str:
     try:
         psycopg.connect(PG_ADMIN_URL, connect_timeout=5).close()
     except psycopg.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI but unreachable: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}")
+        unavailable(
+            f"PostgreSQL not reachable at {PG_ADMIN_URL}: {exc}",
+            in_ci=f"PostgreSQL is required in CI but unreachable: {exc}",
+        )
     return f"{url.username}@{url.host}:{url.port or 5432}"
 
 

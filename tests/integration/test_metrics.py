@@ -39,7 +39,7 @@ from herald.store.engine import make_engine
 from herald.store.tables import nodes as nodes_table
 from herald.web.app import create_app
 from herald.web.metrics import HttpMetricsMiddleware
-from tests.conftest import IN_CI
+from tests.ci import unavailable
 from tests.factories import (
     SECRET,
     add_subscribers,
@@ -463,9 +463,10 @@ async def test_every_dashboard_and_rule_expression_uses_exported_metrics(
 def promtool() -> str | None:
     found = shutil.which("promtool")
     if found is None:
-        if IN_CI:
-            pytest.fail("promtool is required in CI (Debian package prometheus)")
-        pytest.skip("promtool not installed (Debian package prometheus)")
+        unavailable(
+            "promtool not installed (Debian package prometheus)",
+            in_ci="promtool is required in CI (Debian package prometheus)",
+        )
     return found
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
 import subprocess
@@ -27,11 +26,10 @@ from herald.services.backups import verify_backup
 from herald.services.backuptargets import DirectoryTarget, apply_retention
 from herald.store import tracking as store_tracking
 from herald.store.tables import job_runs
+from tests.ci import unavailable
 from tests.factories import add_subscribers, make_list
 from tests.processes import Nodes, free_port, wait_until
 from tests.sinks import Sink
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
 def _runtime(engine: Engine, data_dir: Path, **settings: Any) -> Runtime:
@@ -129,9 +127,10 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         check=False,
     )
     if made.returncode != 0:
-        if IN_CI:
-            pytest.fail(f"cannot mount a tmpfs (CI runs as root): {made.stderr.strip()}")
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}")
+        unavailable(
+            f"cannot mount a tmpfs here (needs root): {made.stderr.strip()}",
+            in_ci=f"cannot mount a tmpfs (CI runs as root): {made.stderr.strip()}",
+        )
     try:
         yield mount
     finally:
@@ -218,9 +217,9 @@ def s3_endpoint() -> Iterator[str]:
     try:
         import moto.server  # noqa: F401
     except ImportError as exc:
-        if IN_CI:
-            pytest.fail(f"moto[server] is required in CI: {exc}")
-        pytest.skip(f"moto[server] is not installed: {exc}")
+        unavailable(
+            f"moto[server] is not installed: {exc}", in_ci=f"moto[server] is required in CI: {exc}"
+        )
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],

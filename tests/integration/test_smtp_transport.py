@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import ssl
 import subprocess
@@ -24,6 +23,7 @@ from aiosmtpd.smtp import SMTP as AiosmtpdServer
 from herald.delivery.smtp import SmtpConnection
 from herald.delivery.smtpwire import SmtpWire, WireClosed
 from herald.domain.relays import parse_relay_url
+from tests.ci import unavailable
 from tests.sinks import (
     Behaviour,
     Sink,
@@ -482,9 +482,7 @@ def server_tls(tmp_path: Path) -> ssl.SSLContext:
     """A server-side TLS context with a fresh self-signed certificate (needs openssl)."""
     openssl = shutil.which("openssl")
     if openssl is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("openssl is required in CI for the TLS tests")
-        pytest.skip("openssl is not installed")
+        unavailable("openssl is not installed", in_ci="openssl is required in CI for the TLS tests")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     subject = ["-days", "1", "-subj", "/CN=sink.test", "-keyout", str(key), "-out", str(cert)]

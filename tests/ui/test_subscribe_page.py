@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -22,20 +21,17 @@ from herald.services import lists
 from herald.store import subscriptions
 from herald.store.engine import make_engine
 from herald.store.tables import subscribers
+from tests.ci import unavailable
 from tests.processes import HeraldUp, wait_until
 from tests.sinks import Sink
 
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
 
 def _chromium() -> str:
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
-        message = "chromium is not installed (apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable("chromium is not installed (apt-get install -y chromium)")
     return path
 
 
@@ -45,9 +41,10 @@ def browser_page() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        if IN_CI:
-            pytest.fail("the playwright package is missing (pip install -e '.[test]')")
-        pytest.skip("the playwright package is missing")
+        unavailable(
+            "the playwright package is missing",
+            in_ci="the playwright package is missing (pip install -e '.[test]')",
+        )
     with sync_playwright() as play:
         browser = play.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
         try:
