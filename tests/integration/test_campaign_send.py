@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 from sqlalchemy import Engine, select
 
-from herald.services import campaigns
+from herald.services import campaigns, outbox
 from herald.store.tables import suppressions
 from tests.factories import (
     add_subscribers,
@@ -25,6 +28,8 @@ from tests.factories import (
 from tests.sinks import Sink, fail_rcpt, temp_fail_then_ok
 
 SinkFactory = Callable[..., Sink]
+# Longer than the lease the slow-ack test gives its worker (1 s).
+SLOW_COMMIT_SECONDS = 2.5
 
 
 def test_it_delivers_a_campaign_once_to_each_subscriber(engine: Engine, sink: Sink) -> None:
@@ -170,3 +175,26 @@ def test_it_pauses_within_a_second_and_resumes(engine: Engine, sink: Sink) -> No
     campaigns.change_status(engine, campaign_id, "resume")
     run_worker_until(engine, [relay(sink.url)], finished(engine, campaign_id))
     assert sink.count() == 300
+
+
+def test_a_slow_ack_keeps_its_lease_so_nothing_is_sent_twice(
+    engine: Engine, sink: Sink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sent rows whose ack takes longer than the lease (a database slow to commit)
+    keep being renewed: no node, this one included, re-queues and resends them."""
+    add_subscribers(engine, make_list(engine), 30)
+    campaign_id = make_campaign(engine)
+    record = outbox.record_results
+
+    def slow_record(*args: Any, **kwargs: Any) -> int:
+        time.sleep(SLOW_COMMIT_SECONDS)  # runs in the acker's thread
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(outbox, "record_results", slow_record)
+    opts = options(lease_ttl=1.0, keeper_interval=0.1)
+    run_worker_until(engine, [relay(sink.url)], finished(engine, campaign_id), opts=opts)
+
+    ids = sink.message_ids()
+    assert len(ids) == 30
+    assert max(ids.values()) == 1
+    assert {r["status"] for r in delivery_rows(engine, campaign_id)} == {"sent"}

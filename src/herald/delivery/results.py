@@ -34,11 +34,19 @@ class Results:
         self._acks: list[Ack] = []
         self._bounced: list[str] = []
         self._releases: list[tuple[int, int]] = []
+        # Rows whose ack is not committed yet: their leases must still be
+        # renewed, or a slow commit lets another node re-queue and resend them.
+        self._unwritten: set[int] = set()
         self._wakeup = asyncio.Event()
+
+    def unwritten(self) -> list[int]:
+        """Ids of the rows whose results are not in the database yet."""
+        return list(self._unwritten)
 
     def ack(self, ack: Ack, *, bounced: str | None = None) -> None:
         """Record a send's result; ``bounced`` is the address to suppress with it."""
         self._acks.append(ack)
+        self._unwritten.add(ack.delivery_id)
         if bounced is not None:
             self._bounced.append(bounced)
         if len(self._acks) >= GROUP_MAX or len(self._acks) == 1:
@@ -71,6 +79,7 @@ class Results:
                     outbox.record_results, self.engine, acks, owner=self.owner, bounced=bounced
                 )
             )
+            self._unwritten.difference_update(a.delivery_id for a in acks)
         if releases:
             self.counts.released += await retrying(
                 lambda: asyncio.to_thread(

@@ -371,15 +371,17 @@ class Worker:
             await wait(stop, self.opts.keeper_interval)
 
     async def _renew(self) -> None:
-        """Extend leases of held rows; rows not renewed get a deadline in the past."""
+        """Extend leases of held rows, and of sent rows whose ack is not committed
+        yet; held rows not renewed get a deadline in the past."""
         held = dict(self._held)
-        if not held:
+        ids = set(held).union(self.results.unwritten())
+        if not ids:
             return
         started = time.monotonic()
         renewed = await asyncio.to_thread(
             outbox.renew_leases,
             self.engine,
-            list(held),
+            sorted(ids),
             owner=self.opts.node_name,
             lease_ttl=self.opts.lease_ttl,
         )
