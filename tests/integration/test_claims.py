@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Engine, event, select
 
 from herald.domain.clock import utcnow
 from herald.services import outbox
@@ -73,3 +76,45 @@ def test_it_claims_requeued_rows_before_the_rest_of_the_backlog(engine: Engine) 
         claims.requeue_expired(conn, now=utcnow() + timedelta(minutes=5), max_attempts=5)
     again = outbox.claim_batch(engine, owner="b", limit=2, lease_ttl=30)
     assert {r.delivery_id for r in again} == {r.delivery_id for r in first}
+
+
+def _statements(engine: Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The statements (and parameters) that ``action`` sends to the database."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return seen
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_acks_and_renewals_keep_off_the_status_index_when_statistics_say_nothing_is_sending(
+    engine: Engine,
+) -> None:
+    # Statistics taken while every row was pending, as right after a campaign is
+    # materialised: the planner then believes almost no row is ``sending`` and,
+    # given a status test, walks the status index through every dead version.
+    _prepare(engine, 3000)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE deliveries")
+    rows = outbox.claim_batch(engine, owner="a", limit=3000, lease_ttl=30)
+    some = rows[:300]
+    writes = _statements(
+        engine,
+        lambda: (
+            outbox.renew_leases(engine, [r.delivery_id for r in some], owner="a", lease_ttl=30),
+            outbox.record_results(engine, [_sent(r) for r in some], owner="a"),
+        ),
+    )
+    writes = [(s, p) for s, p in writes if "deliveries" in s and "UPDATE" in s]
+    assert len(writes) == 3  # the renewal, the ack's lock and the ack
+    with engine.connect() as conn:
+        for statement, parameters in writes:
+            plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
+            assert "ix_deliveries_status" not in plan, plan
