@@ -25,7 +25,7 @@ from tests.factories import (
     run_worker_until,
     set_subscription_status,
 )
-from tests.sinks import Sink, fail_rcpt, temp_fail_then_ok
+from tests.sinks import Sink, fail_rcpt, reply_to_all, temp_fail_then_ok
 
 SinkFactory = Callable[..., Sink]
 # Longer than the lease the slow-ack test gives its worker (1 s).
@@ -117,6 +117,23 @@ def test_it_bounces_and_suppresses_a_rejected_recipient(
     second = make_campaign(engine)
     run_worker_until(engine, [relay(sink.url)], finished(engine, second))
     assert {r["email"] for r in delivery_rows(engine, second)} == set(rows) - bounced
+
+
+def test_a_reply_with_a_nul_byte_bounces_and_the_campaign_finishes(
+    engine: Engine, sink_factory: SinkFactory
+) -> None:
+    # PostgreSQL text cannot hold NUL: the ack writing such a reply used to
+    # fail, and the acker retried it forever while the campaign stood still.
+    sink = sink_factory(reply_to_all(550, "5.1.1 no\x00such user", stage="rcpt"))
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 3)
+    campaign_id = make_campaign(engine)
+
+    run_worker_until(engine, [relay(sink.url)], finished(engine, campaign_id))
+
+    rows = delivery_rows(engine, campaign_id)
+    assert [r["status"] for r in rows] == ["bounced"] * 3
+    assert all("550 5.1.1 nosuch user" in (r["last_reply"] or "") for r in rows)
 
 
 def test_it_skips_unsubscribed_and_unconfirmed_double_opt_in(engine: Engine, sink: Sink) -> None:

@@ -78,6 +78,19 @@ def test_it_claims_requeued_rows_before_the_rest_of_the_backlog(engine: Engine) 
     assert {r.delivery_id for r in again} == {r.delivery_id for r in first}
 
 
+def test_a_reply_with_a_nul_byte_is_recorded_without_it(engine: Engine) -> None:
+    _prepare(engine, 2)
+    rows = outbox.claim_batch(engine, owner="a", limit=5, lease_ttl=30)
+    acks = [
+        claims.Ack(r.delivery_id, r.epoch, "bounced", "r", f"550 no\x00such user {n}", None)
+        for n, r in enumerate(rows)
+    ]
+    assert outbox.record_results(engine, acks, owner="a") == 0
+    with engine.begin() as conn:
+        replies = conn.scalars(select(deliveries.c.last_reply).order_by(deliveries.c.id)).all()
+    assert sorted(replies) == ["550 nosuch user 0", "550 nosuch user 1"]
+
+
 def _statements(engine: Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
     """The statements (and parameters) that ``action`` sends to the database."""
     seen: list[tuple[str, Any]] = []

@@ -233,7 +233,8 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
             a.epoch,
             a.status,
             a.relay,
-            a.reply[:1000],
+            # A relay's reply may hold NUL, which PostgreSQL text cannot.
+            a.reply.replace("\x00", "")[:1000],
             a.message_id,
             1 if a.count_attempt else 0,
             a.due_at or now,
