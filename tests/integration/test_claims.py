@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, event, select
 
+from herald.delivery.results import Results
 from herald.domain.clock import utcnow
 from herald.services import outbox
 from herald.store import claims
@@ -131,3 +133,32 @@ def test_acks_and_renewals_keep_off_the_status_index_when_statistics_say_nothing
         for statement, parameters in writes:
             plan = "\n".join(r[0] for r in conn.exec_driver_sql("EXPLAIN " + statement, parameters))
             assert "ix_deliveries_status" not in plan, plan
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
+    engine: Engine,
+) -> None:
+    # A Message-ID longer than its column: PostgreSQL refuses the whole group,
+    # and retrying the same write would fail forever.
+    _prepare(engine, 3)
+    rows = sorted(
+        outbox.claim_batch(engine, owner="a", limit=5, lease_ttl=30), key=lambda r: r.delivery_id
+    )
+    results = Results(engine, "a")
+    for n, row in enumerate(rows):
+        mid = f"<{'x' * 300}@example.com>" if n == 1 else f"<{n}@example.com>"
+        results.ack(claims.Ack(row.delivery_id, row.epoch, "sent", "r", "250 ok", mid))
+
+    await asyncio.wait_for(results.flush(), timeout=30)
+
+    assert results.unwritten() == []
+    with engine.begin() as conn:
+        stored = conn.execute(
+            select(deliveries.c.status, deliveries.c.message_id, deliveries.c.last_reply).order_by(
+                deliveries.c.id
+            )
+        ).all()
+    assert [s.status for s in stored] == ["sent"] * 3
+    assert [s.message_id for s in stored] == ["<0@example.com>", None, "<2@example.com>"]
+    assert "the database refused them (StringDataRightTruncation)" in stored[1].last_reply

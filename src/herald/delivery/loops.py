@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, SQLAlchemyError
 
 from herald.errors import DatabaseUnavailable
 
@@ -28,11 +28,15 @@ async def retrying(call: Callable[[], Awaitable[int]]) -> int:
     Acks must not be dropped: a worker that cannot record results keeps trying
     (with backoff) rather than losing what the relays already accepted. A drain
     therefore waits for the database rather than exiting with unrecorded acks.
+    A ``DataError`` (the database refuses a value) is raised at once: the same
+    write would fail forever.
     """
     delay = 0.1
     while True:
         try:
             return await call()
+        except DataError:
+            raise
         except DB_ERRORS as exc:
             log.warning("database write failed (%s); retrying in %.1fs", describe(exc), delay)
             await asyncio.sleep(delay)

@@ -2,19 +2,26 @@
 
 Senders add results as they come; the acker loop writes them in small groups
 (a few milliseconds of results share one commit), retrying for as long as the
-database is unreachable, so nothing a relay accepted is forgotten.
+database is unreachable, so nothing a relay accepted is forgotten. A group the
+database refuses for its data (a value it cannot store) is written again one
+result at a time, so one bad result cannot hold back the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DataError
 
 from herald.delivery.loops import retrying
 from herald.services import outbox
 from herald.store.claims import Ack
+
+log = logging.getLogger(__name__)
 
 GROUP_SECONDS = 0.005
 GROUP_MAX = 500
@@ -74,11 +81,11 @@ class Results:
         bounced, self._bounced = self._bounced, []
         releases, self._releases = self._releases, []
         if acks or bounced:
-            self.counts.refused_acks += await retrying(
-                lambda: asyncio.to_thread(
-                    outbox.record_results, self.engine, acks, owner=self.owner, bounced=bounced
-                )
-            )
+            try:
+                self.counts.refused_acks += await self._write(acks, bounced)
+            except DataError as exc:
+                log.error("the database refused a group of results (%s)", _kind(exc))
+                await self._write_one_by_one(acks, bounced)
             self._unwritten.difference_update(a.delivery_id for a in acks)
         if releases:
             self.counts.released += await retrying(
@@ -86,3 +93,42 @@ class Results:
                     outbox.release_claims, self.engine, releases, owner=self.owner
                 )
             )
+
+    async def _write(self, acks: list[Ack], bounced: list[str]) -> int:
+        """Write a group, retrying while the database is unreachable; return refused acks."""
+        return await retrying(
+            lambda: asyncio.to_thread(
+                outbox.record_results, self.engine, acks, owner=self.owner, bounced=bounced
+            )
+        )
+
+    async def _write_one_by_one(self, acks: list[Ack], bounced: list[str]) -> None:
+        """Write what the database takes. A result it refuses is kept without the
+        relay's words (reply, relay name, Message-ID); one still refused is only
+        logged: its lease lapses and the row is sent again."""
+        for ack in acks:
+            try:
+                self.counts.refused_acks += await self._write([ack], [])
+                continue
+            except DataError as exc:
+                plain = dataclasses.replace(
+                    ack,
+                    relay=None,
+                    message_id=None,
+                    reply=f"reply, relay and Message-ID not kept: the database "
+                    f"refused them ({_kind(exc)})",
+                )
+            try:
+                self.counts.refused_acks += await self._write([plain], [])
+            except DataError as exc:
+                log.error("cannot record delivery %s (%s)", ack.delivery_id, _kind(exc))
+        for address in bounced:
+            try:
+                await self._write([], [address])
+            except DataError as exc:
+                log.error("cannot suppress a bounced address (%s)", _kind(exc))
+
+
+def _kind(exc: DataError) -> str:
+    """The database's name for a data error (never the data itself)."""
+    return type(exc.orig).__name__
