@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +14,7 @@ from sqlalchemy import Engine, event, select
 
 from herald.delivery.results import Results
 from herald.domain.clock import utcnow
-from herald.services import outbox
+from herald.services import campaigns, outbox
 from herald.store import claims
 from herald.store.tables import deliveries
 from tests.factories import add_subscribers, make_campaign, make_list
@@ -162,3 +164,28 @@ async def test_a_result_the_database_refuses_does_not_hold_back_the_others(
     assert [s.status for s in stored] == ["sent"] * 3
     assert [s.message_id for s in stored] == ["<0@example.com>", None, "<2@example.com>"]
     assert "the database refused them (StringDataRightTruncation)" in stored[1].last_reply
+
+
+def test_nodes_materialising_at_once_insert_each_recipient_once(engine: Engine) -> None:
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 12_000)  # three chunks
+    campaign_id = make_campaign(engine)
+    barrier = threading.Barrier(3)
+
+    def node() -> int:
+        barrier.wait()
+        inserted = 0
+        for _ in range(5):
+            inserted += outbox.housekeeping(engine, max_attempts=5, chunks=1).materialised
+        return inserted
+
+    with ThreadPoolExecutor(3) as pool:
+        counts = list(pool.map(lambda _: node(), range(3)))
+
+    assert sum(counts) == 12_000
+    with engine.begin() as conn:
+        rows = conn.execute(
+            select(deliveries.c.subscriber_id).where(deliveries.c.campaign_id == campaign_id)
+        ).all()
+    assert len(rows) == len({r.subscriber_id for r in rows}) == 12_000
+    assert campaigns.campaign_report(engine, campaign_id)["materialised"]

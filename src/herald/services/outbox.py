@@ -123,18 +123,23 @@ def housekeeping(engine: Engine, *, max_attempts: int, chunks: int = 4) -> House
 
 
 class _LostRace(Exception):
-    """Another node materialised this chunk first; roll ours back."""
+    """Another node took this chunk first; roll back and move on."""
 
 
 def _materialise_one(engine: Engine, campaign_id: int, cursor: int) -> tuple[int, int | None]:
 
     def chunk(conn: Connection) -> tuple[int, int | None]:
         now = utcnow()
-        n, nxt = store_deliveries.materialise_chunk(
-            conn, campaign_id, after=cursor, chunk=MATERIALISE_CHUNK, now=now
-        )
+        nxt = store_deliveries.next_cursor(conn, after=cursor, chunk=MATERIALISE_CHUNK)
+        # The cursor moves first: its guarded update locks the campaign row, so
+        # a node racing for the same chunk waits there and then finds the
+        # cursor moved, instead of inserting rows that wait on ours and are
+        # rolled back.
         if not store_campaigns.advance_cursor(conn, campaign_id, old=cursor, new=nxt, now=now):
             raise _LostRace
+        n = store_deliveries.materialise_chunk(
+            conn, campaign_id, after=cursor, chunk=MATERIALISE_CHUNK, now=now
+        )
         return n, nxt
 
     return run_in_transaction(engine, chunk)

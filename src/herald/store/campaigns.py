@@ -97,8 +97,9 @@ def advance_cursor(
 ) -> bool:
     """Move the materialisation cursor from ``old`` to ``new`` (None = done).
 
-    Guarded on ``old``: False means another node did this chunk first, and the
-    caller must roll back its inserts (they would be no-ops anyway).
+    Guarded on ``old``: False means another node took this chunk first, and the
+    caller must leave it alone (see services.outbox: the cursor moves before
+    the chunk's rows are inserted, in the same transaction).
     """
     values: dict[str, Any] = {"updated_at": now}
     if new is None:

@@ -38,13 +38,21 @@ def eligible_subscribers(campaign_id: int) -> Any:
     return and_(subscribers.c.status == "enabled", subscribed, ~suppressed)
 
 
+def next_cursor(conn: Connection, *, after: int, chunk: int) -> int | None:
+    """Where materialising resumes after the chunk (after, after+chunk]; None when
+    that chunk reaches the last subscriber."""
+    upto = after + chunk
+    max_id = conn.scalar(select(func.max(subscribers.c.id))) or 0
+    return upto if upto < max_id else None
+
+
 def materialise_chunk(
     conn: Connection, campaign_id: int, *, after: int, chunk: int, now: datetime
-) -> tuple[int, int | None]:
+) -> int:
     """Insert pending deliveries for eligible subscribers with id in (after, after+chunk].
 
     Idempotent (``ON CONFLICT DO NOTHING`` on (campaign, subscriber)).
-    Returns (rows inserted, next cursor or None when past the last subscriber).
+    Returns the number of rows inserted.
     """
     upto = after + chunk
     source = select(
@@ -74,9 +82,9 @@ def materialise_chunk(
         ],
         source,
     )
-    inserted = conn.execute(stmt).rowcount
-    max_id = conn.scalar(select(func.max(subscribers.c.id))) or 0
-    return max(inserted, 0), (upto if upto < max_id else None)
+    # preserve_rowcount: SQLAlchemy reports no count for an INSERT … SELECT on
+    # PostgreSQL without it.
+    return max(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount, 0)
 
 
 def status_counts(conn: Connection, campaign_id: int) -> dict[str, int]:
