@@ -10,7 +10,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.pool import NullPool
 
 from herald.delivery.results import Results
 from herald.domain.clock import utcnow
@@ -189,3 +190,31 @@ def test_nodes_materialising_at_once_insert_each_recipient_once(engine: Engine) 
         ).all()
     assert len(rows) == len({r.subscriber_id for r in rows}) == 12_000
     assert campaigns.campaign_report(engine, campaign_id)["materialised"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_claim_reads_the_subscriptions_of_its_batch_not_of_the_whole_list(
+    engine: Engine,
+) -> None:
+    list_id = make_list(engine)
+    add_subscribers(engine, list_id, 3 * outbox.MATERIALISE_CHUNK)
+    make_campaign(engine)
+    while outbox.housekeeping(engine, max_attempts=5).materialised:
+        pass
+    # A new connection: a pooled one still holds the materialisation's reads
+    # among the statistics it has not reported yet.
+    fresh = create_engine(engine.url, poolclass=NullPool)
+    with fresh.begin() as conn:
+        rows = claims.claim(conn, owner="a", limit=100, lease_ttl=30, now=utcnow())
+        read = conn.execute(
+            text(
+                "SELECT seq_tup_read + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables"
+                " WHERE relname = 'subscriptions'"
+            )
+        ).scalar_one()
+    fresh.dispose()
+    assert len(rows) == 100
+    # Without statistics PostgreSQL hashes the eligibility test. Unbounded, that
+    # read every subscription of the list for each batch (15,000 here);
+    # bounded by the batch's ids, about the batch.
+    assert read <= 2 * len(rows)

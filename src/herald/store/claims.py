@@ -12,7 +12,7 @@ late ack matches nothing and is refused.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -176,7 +176,11 @@ def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
     eligible: set[tuple[int, int]] = set()
     tx = {int(r.carrier_id) for r in rows if r.campaign_id is None}
     for cid, sub_ids in by_campaign.items():
-        ok = _tx_eligible() if cid in tx else eligible_subscribers(cid)
+        ok = (
+            _tx_eligible()
+            if cid in tx
+            else eligible_subscribers(cid, _within(min(sub_ids), max(sub_ids)))
+        )
         query = select(
             subscribers.c.id,
             subscribers.c.email,
@@ -207,6 +211,11 @@ def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
             )
         )
     return out
+
+
+def _within(low: int, high: int) -> Callable[[Any], Any]:
+    """The condition "between ``low`` and ``high``" on a subscriber id column."""
+    return lambda ids: ids.between(low, high)
 
 
 def _tx_eligible() -> Any:

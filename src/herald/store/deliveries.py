@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -18,14 +19,20 @@ from herald.store.tables import (
 )
 
 
-def eligible_subscribers(campaign_id: int) -> Any:
+def eligible_subscribers(campaign_id: int, among: Callable[[Any], Any]) -> Any:
     """A WHERE clause: the subscriber (``subscribers`` row) may receive this campaign.
 
     Enabled, not suppressed, and subscribed to one of the campaign's lists
-    (confirmed, or unconfirmed on a single opt-in list).
+    (confirmed, or unconfirmed on a single opt-in list). ``among`` builds the
+    caller's condition on a subscriber id column (a chunk, a claimed batch):
+    it is applied here to ``subscribers.id`` and again inside the
+    subscription test, so that a planner which hashes that test (PostgreSQL
+    does while statistics are missing) reads the batch's subscriptions, not
+    every subscription of the campaign's lists for each batch.
     """
     subscribed = exists().where(
         subscriptions.c.subscriber_id == subscribers.c.id,
+        among(subscriptions.c.subscriber_id),
         subscriptions.c.list_id == campaign_lists.c.list_id,
         campaign_lists.c.campaign_id == campaign_id,
         lists.c.id == subscriptions.c.list_id,
@@ -35,7 +42,7 @@ def eligible_subscribers(campaign_id: int) -> Any:
         ),
     )
     suppressed = exists().where(suppressions.c.email == subscribers.c.email)
-    return and_(subscribers.c.status == "enabled", subscribed, ~suppressed)
+    return and_(among(subscribers.c.id), subscribers.c.status == "enabled", subscribed, ~suppressed)
 
 
 def next_cursor(conn: Connection, *, after: int, chunk: int) -> int | None:
@@ -64,11 +71,7 @@ def materialise_chunk(
         literal(now, deliveries.c.due_at.type),
         literal(now, deliveries.c.created_at.type),
         literal(now, deliveries.c.updated_at.type),
-    ).where(
-        subscribers.c.id > after,
-        subscribers.c.id <= upto,
-        eligible_subscribers(campaign_id),
-    )
+    ).where(eligible_subscribers(campaign_id, lambda ids: and_(ids > after, ids <= upto)))
     stmt = insert_ignore(conn, deliveries).from_select(
         [
             "campaign_id",
