@@ -196,11 +196,7 @@ def test_nodes_materialising_at_once_insert_each_recipient_once(engine: Engine) 
 def test_a_claim_reads_the_subscriptions_of_its_batch_not_of_the_whole_list(
     engine: Engine,
 ) -> None:
-    list_id = make_list(engine)
-    add_subscribers(engine, list_id, 3 * outbox.MATERIALISE_CHUNK)
-    make_campaign(engine)
-    while outbox.housekeeping(engine, max_attempts=5).materialised:
-        pass
+    _prepare(engine, 3 * outbox.MATERIALISE_CHUNK)
     # A new connection: a pooled one still holds the materialisation's reads
     # among the statistics it has not reported yet.
     fresh = create_engine(engine.url, poolclass=NullPool)

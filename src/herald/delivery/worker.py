@@ -381,7 +381,7 @@ class Worker:
         renewed = await asyncio.to_thread(
             outbox.renew_leases,
             self.engine,
-            sorted(ids),
+            list(ids),  # renew() puts them in id order
             owner=self.opts.node_name,
             lease_ttl=self.opts.lease_ttl,
         )
