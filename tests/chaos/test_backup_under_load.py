@@ -185,6 +185,19 @@ def assert_archive_is_the_source_at_the_snapshot(engine: Engine, path: Path) -> 
     return {"sent": sent, "events": len(events), "source_events": len(source_events)}
 
 
+def _state(engine: Engine, node: HeraldUp, reader: Reader) -> str:
+    """What a timeout needs explained: the node, the reader, the spool, the node's log."""
+    alive = node.proc is not None and node.proc.poll() is None
+    spool = sorted(p.name for p in node.data_dir.rglob("*.jsonl"))
+    log = (node.data_dir / "node.log").read_text(errors="replace")[-3000:]
+    return (
+        f"node running: {alive}; reader alive: {reader.is_alive()}, "
+        f"{reader.acknowledged} answered, {len(reader.failures)} failed {reader.failures[:3]}; "
+        f"{_count(engine, tracking_events)} events stored; spool files {spool}\n"
+        f"node log:\n{log}"
+    )
+
+
 @pytest.mark.slow
 def test_it_backs_up_a_node_under_campaign_and_tracking_load_consistently(
     database_url: str,
@@ -222,6 +235,8 @@ def test_it_backs_up_a_node_under_campaign_and_tracking_load_consistently(
             PROGRESS_TIMEOUT,
             "every acknowledged open and click in the database",
         )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_state(engine, node, reader)}") from exc
     finally:
         reader.stop.set()
         node.stop()
