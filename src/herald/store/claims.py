@@ -21,6 +21,7 @@ from sqlalchemy import Connection, and_, bindparam, func, or_, select, text, upd
 
 from herald.domain.clock import as_utc
 from herald.store.deliveries import eligible_subscribers
+from herald.store.dialect import among_ids
 from herald.store.tables import campaigns, deliveries, subscribers, suppressions
 
 
@@ -187,8 +188,8 @@ def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
             subscribers.c.name,
             subscribers.c.attribs,
             ok.label("ok"),
-        ).where(subscribers.c.id.in_(sub_ids))
-        for p in conn.execute(query):
+        ).where(among_ids(conn, subscribers.c.id, sub_ids))
+        for p in conn.execute(query).all():
             people[int(p.id)] = p
             if p.ok:
                 eligible.add((cid, int(p.id)))
@@ -428,7 +429,7 @@ def renew(
         return []
     # No status test: a row with our owner is ours and sending (see _HELD).
     mine = select(deliveries.c.id).where(
-        deliveries.c.id.in_(sorted(ids)),
+        among_ids(conn, deliveries.c.id, sorted(ids)),
         deliveries.c.lease_owner == owner,
         deliveries.c.lease_expires > now,
     )

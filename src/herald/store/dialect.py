@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import BigInteger, Connection, Table, any_, bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 
@@ -27,3 +28,15 @@ def upsert(conn: Connection, table: Table, row: dict[str, Any], *, key: list[str
     return lite.on_conflict_do_update(
         index_elements=key, set_={k: lite.excluded[k] for k in row if k not in key}
     )
+
+
+def among_ids(conn: Connection, column: Any, ids: Iterable[int]) -> Any:
+    """``column IN (ids)`` for up to a few thousand ids.
+
+    PostgreSQL: ``column = ANY(:ids)``, one array parameter (binary, see
+    store.engine), where ``IN`` would render and parse one parameter per id.
+    SQLite: ``IN`` with a parameter per id.
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=postgresql.ARRAY(BigInteger)))
+    return column.in_(list(ids))
