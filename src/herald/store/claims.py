@@ -255,34 +255,7 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
     if conn.dialect.name == "postgresql":
         done = _ack_postgresql(conn, rows, owner, now)
     else:
-        stmt = (
-            update(deliveries)
-            .where(
-                deliveries.c.id == bindparam("b_id"),
-                deliveries.c.lease_epoch == bindparam("b_epoch"),
-                or_(
-                    deliveries.c.lease_owner == owner,  # still ours, so sending (see _HELD)
-                    # Re-queued after our lease ran out (say, while the database
-                    # was unreachable) but not yet re-claimed: the epoch is still
-                    # ours and what we did is still the truth. A re-claim bumps it.
-                    and_(deliveries.c.status == "pending", deliveries.c.lease_owner.is_(None)),
-                ),
-            )
-            .values(
-                status=bindparam("b_status"),
-                relay=bindparam("b_relay"),
-                last_reply=bindparam("b_reply"),
-                message_id=bindparam("b_mid"),
-                attempts=deliveries.c.attempts + bindparam("b_inc"),
-                due_at=bindparam("b_due"),
-                sent_at=bindparam("b_sent"),
-                lease_owner=None,
-                lease_expires=None,
-                updated_at=now,
-            )
-        )
-        params = [dict(zip(_ACK_FIELDS, row, strict=True)) for row in rows]
-        done = conn.execute(stmt, params).rowcount
+        done = _ack_sqlite(conn, rows, owner, now)
     return len(acks) - max(done, 0)
 
 
@@ -299,6 +272,14 @@ _ACK_FIELDS = (
     "b_sent",
 )
 
+# The guard of an ack, on both backends: the row is still ours (so sending, see
+# _HELD), or it was re-queued after our lease ran out (say, while the database
+# was unreachable) but not re-claimed since: the epoch is still ours and what
+# we did is still the truth. A re-claim bumps the epoch.
+_ACK_GUARD = (
+    "{t}lease_epoch = {epoch}"
+    " AND ({t}lease_owner = {owner} OR ({t}status = 'pending' AND {t}lease_owner IS NULL))"
+)
 
 # _HELD: only claim() sets lease_owner, and every step that moves a row out of
 # ``sending`` clears it, so "lease_owner = me" already means "sending, mine".
@@ -327,10 +308,18 @@ _ACK_POSTGRESQL = text(
         CAST(:b_relay AS text[]), CAST(:b_reply AS text[]), CAST(:b_mid AS text[]),
         CAST(:b_inc AS integer[]), CAST(:b_due AS timestamptz[]), CAST(:b_sent AS timestamptz[])
     ) AS v(id, epoch, status, relay, reply, mid, inc, due, sent)
-    WHERE d.id = v.id
-      AND d.lease_epoch = v.epoch
-      AND (d.lease_owner = :owner OR (d.status = 'pending' AND d.lease_owner IS NULL))
-    """
+    WHERE d.id = v.id AND """
+    + _ACK_GUARD.format(t="d.", epoch="v.epoch", owner=":owner")
+)
+
+# SQLite: one statement per row through the driver's executemany, with the
+# timestamps in SQLAlchemy's storage format (what every read of them parses).
+# SQLAlchemy's own per-row parameter processing cost four times the update.
+_ACK_SQLITE = (
+    "UPDATE deliveries SET status = ?, relay = ?, last_reply = ?, message_id = ?,"
+    " attempts = attempts + ?, due_at = ?, sent_at = ?,"
+    " lease_owner = NULL, lease_expires = NULL, updated_at = ?"
+    " WHERE id = ? AND " + _ACK_GUARD.format(t="", epoch="?", owner="?")
 )
 
 
@@ -343,6 +332,32 @@ def _ack_postgresql(
     params = dict(zip(_ACK_FIELDS, map(list, columns), strict=True))
     conn.execute(_LOCK_POSTGRESQL, {"b_id": params["b_id"]})
     return max(conn.execute(_ACK_POSTGRESQL, {**params, "owner": owner, "now": now}).rowcount, 0)
+
+
+def _ack_sqlite(
+    conn: Connection, rows: Sequence[tuple[Any, ...]], owner: str, now: datetime
+) -> int:
+    """Update the acked rows one statement each (one executemany); return how
+    many took their ack. ``rows`` are as ack() builds them."""
+    stamp = deliveries.c.due_at.type.bind_processor(conn.dialect) or str
+    at = stamp(now)
+    params = [
+        (
+            status,
+            relay,
+            reply,
+            mid,
+            inc,
+            at if due is now else stamp(due),
+            None if sent is None else at,
+            at,
+            delivery_id,
+            epoch,
+            owner,
+        )
+        for delivery_id, epoch, status, relay, reply, mid, inc, due, sent in rows
+    ]
+    return max(conn.exec_driver_sql(_ACK_SQLITE, params).rowcount, 0)
 
 
 def requeue_expired(
