@@ -172,10 +172,10 @@ def _rate_budgets(conn: Connection, now: datetime) -> dict[int, tuple[int, float
 def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
     by_campaign: dict[int, list[int]] = {}
     for r in rows:
-        by_campaign.setdefault(int(r.carrier_id), []).append(int(r.subscriber_id))
-    people: dict[int, Any] = {}
-    eligible: set[tuple[int, int]] = set()
-    tx = {int(r.carrier_id) for r in rows if r.campaign_id is None}
+        by_campaign.setdefault(r.carrier_id, []).append(r.subscriber_id)
+    tx = {r.carrier_id for r in rows if r.campaign_id is None}
+    # (campaign, subscriber) -> (email, name, attribs, eligible)
+    people: dict[tuple[int, int], tuple[str, str, Any, bool]] = {}
     for cid, sub_ids in by_campaign.items():
         ok = (
             _tx_eligible()
@@ -189,26 +189,24 @@ def _with_subscribers(conn: Connection, rows: Sequence[Any]) -> list[Claimed]:
             subscribers.c.attribs,
             ok.label("ok"),
         ).where(among_ids(conn, subscribers.c.id, sub_ids))
-        for p in conn.execute(query).all():
-            people[int(p.id)] = p
-            if p.ok:
-                eligible.add((cid, int(p.id)))
+        for sid, email, name, attribs, eligible in conn.execute(query).all():
+            people[cid, sid] = (email, name, attribs, bool(eligible))
     out = []
-    for r in rows:
-        p = people[int(r.subscriber_id)]
+    for delivery_id, campaign_id, cid, sid, epoch, attempts, data in rows:
+        email, name, attribs, eligible = people[cid, sid]
         out.append(
             Claimed(
-                delivery_id=int(r.id),
-                campaign_id=int(r.carrier_id),
-                epoch=int(r.lease_epoch),
-                attempts=int(r.attempts),
-                subscriber_id=int(r.subscriber_id),
-                email=str(p.email),
-                name=str(p.name),
-                attribs=dict(p.attribs or {}),
-                eligible=(int(r.carrier_id), int(r.subscriber_id)) in eligible,
-                data=r.data,
-                transactional=r.campaign_id is None,
+                delivery_id=delivery_id,
+                campaign_id=cid,
+                epoch=epoch,
+                attempts=attempts,
+                subscriber_id=sid,
+                email=email,
+                name=name,
+                attribs=dict(attribs or {}),
+                eligible=eligible,
+                data=data,
+                transactional=campaign_id is None,
             )
         )
     return out
