@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event, select, text
 from sqlalchemy.pool import NullPool
 
 from herald.delivery.results import Results
-from herald.domain.clock import utcnow
+from herald.domain.clock import as_utc, utcnow
 from herald.services import campaigns, outbox
 from herald.store import claims
 from herald.store.tables import deliveries
@@ -94,6 +94,52 @@ def test_a_reply_with_a_nul_byte_is_recorded_without_it(engine: Engine) -> None:
     with engine.begin() as conn:
         replies = conn.scalars(select(deliveries.c.last_reply).order_by(deliveries.c.id)).all()
     assert sorted(replies) == ["550 nosuch user 0", "550 nosuch user 1"]
+
+
+def test_a_group_of_mixed_results_is_stored_as_given(engine: Engine) -> None:
+    """Every kind of value an ack carries (no relay, no Message-ID, non-ASCII
+    text, a retry's own due time, no attempt counted) comes back as it went in."""
+    _prepare(engine, 4)
+    sent, retry, bounce, relay_fault = outbox.claim_batch(engine, owner="a", limit=5, lease_ttl=30)
+    now = utcnow()
+    later = now + timedelta(minutes=7)
+    acks = [
+        claims.Ack(sent.delivery_id, sent.epoch, "sent", "relay-ü", "250 ok: queued ✓", "<1.x@y>"),
+        claims.Ack(retry.delivery_id, retry.epoch, "pending", "r", "451 later", None, later),
+        claims.Ack(bounce.delivery_id, bounce.epoch, "bounced", "r", "550 no such user", "<3.x@y>"),
+        claims.Ack(
+            relay_fault.delivery_id,
+            relay_fault.epoch,
+            "pending",
+            None,
+            "mail: 530",
+            None,
+            later,
+            count_attempt=False,
+        ),
+    ]
+    with engine.begin() as conn:
+        assert claims.ack(conn, acks, owner="a", now=now) == 0
+        rows = conn.execute(select(deliveries).order_by(deliveries.c.id)).mappings().all()
+    stored = {
+        r["id"]: (
+            r["status"],
+            r["relay"],
+            r["last_reply"],
+            r["message_id"],
+            r["attempts"],
+            as_utc(r["due_at"]),
+            r["sent_at"] and as_utc(r["sent_at"]),
+            r["lease_owner"],
+        )
+        for r in rows
+    }
+    assert stored == {
+        sent.delivery_id: ("sent", "relay-ü", "250 ok: queued ✓", "<1.x@y>", 1, now, now, None),
+        retry.delivery_id: ("pending", "r", "451 later", None, 1, later, None, None),
+        bounce.delivery_id: ("bounced", "r", "550 no such user", "<3.x@y>", 1, now, None, None),
+        relay_fault.delivery_id: ("pending", None, "mail: 530", None, 0, later, None, None),
+    }
 
 
 def _statements(engine: Engine, action: Callable[[], object]) -> list[tuple[str, Any]]:
