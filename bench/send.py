@@ -6,11 +6,13 @@
 For each backend and run: a fresh database, N subscribers, one personalised
 ~10 KB newsletter campaign, sent by one in-process worker (claim → render →
 MIME → SMTP → durable ack) to a fast loopback sink (Postfix's smtp-sink when
-installed). Then the bare loop: the same N messages, pre-built, sent over the
+installed). And the bare loop: the same N messages, pre-built, sent over the
 same number of SmtpConnections to the same sink — the limit for this design.
-Prints medians and the ratio. ``--profile`` prints where one SQLite run spends
-its time. ``--workers 1,2,4`` instead runs that many ``herald worker``
-processes on one PostgreSQL database, so scaling can be read off.
+The bare loop and the backends take turns, run after run, so each ratio
+compares neighbouring runs; prints medians, each run, and the median ratio.
+``--profile`` prints where one SQLite run spends its time. ``--workers 1,2,4``
+instead runs that many ``herald worker`` processes on one PostgreSQL
+database, so scaling can be read off.
 PostgreSQL is the server at HERALD_BENCH_PG_URL (default
 postgresql://postgres@127.0.0.1:5432/postgres).
 """
@@ -194,26 +196,20 @@ def messages(count: int) -> Iterator[bytes]:
         )[1]
 
 
-def run_backend(backend: str, args: argparse.Namespace, port: int) -> list[tuple[float, float]]:
-    results = []
-    for _ in range(args.runs):
-        with database(backend) as engine:
-            campaign_id = seed(engine, args.n)
-            results.append(run_loop(send_campaign(engine, campaign_id, port, args.concurrency)))
-    return results
+def pipeline_run(backend: str, args: argparse.Namespace, port: int) -> tuple[float, float]:
+    """One send of the campaign on a fresh database: (msg/s, µs of process CPU per message)."""
+    with database(backend) as engine:
+        campaign_id = seed(engine, args.n)
+        return run_loop(send_campaign(engine, campaign_id, port, args.concurrency))
 
 
-def bare_loop(args: argparse.Namespace, port: int) -> list[tuple[float, float]]:
-    """Send the pre-built messages; per run (msg/s, µs of process CPU per message)."""
-    messages = prebuilt(args.n)
-    results = []
-    for _ in range(args.runs):
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        run_loop(herald_run(port, messages, args.concurrency))
-        cpu = time.process_time() - cpu_started
-        results.append((args.n / (time.perf_counter() - started), cpu / args.n * 1e6))
-    return results
+def bare_run(args: argparse.Namespace, port: int, messages: list[bytes]) -> tuple[float, float]:
+    """Send the pre-built messages once: (msg/s, µs of process CPU per message)."""
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    run_loop(herald_run(port, messages, args.concurrency))
+    cpu = time.process_time() - cpu_started
+    return args.n / (time.perf_counter() - started), cpu / args.n * 1e6
 
 
 def cpu_per_message(batches: int = 5, count: int = 2000) -> float:
@@ -256,20 +252,34 @@ def main() -> None:
         print(
             f"{'render + MIME only (no database, no SMTP)':42} {cpu_per_message():8.0f} µs CPU/msg"
         )
-        bare_results = bare_loop(args, port)
-        bare = statistics.median(r for r, _ in bare_results)
-        bare_cpu = statistics.median(c for _, c in bare_results)
-        label = "bare SMTP loop (pre-built messages)"
-        print(f"{label:42} {bare:8.0f} msg/s  {bare_cpu:5.0f} µs CPU/msg")
-        for backend in args.backends.split(","):
-            results = run_backend(backend, args, port)
-            med = statistics.median(r for r, _ in results)
-            cpu = statistics.median(c for _, c in results)
-            runs = " / ".join(f"{r:.0f}" for r, _ in results)
+        backends = args.backends.split(",")
+        messages = prebuilt(args.n)
+        # Round after round, the bare loop then each backend: this machine's
+        # speed drifts over minutes, so each ratio compares neighbouring runs.
+        bare_runs: list[tuple[float, float]] = []
+        runs: dict[str, list[tuple[float, float]]] = {b: [] for b in backends}
+        ratios: dict[str, list[float]] = {b: [] for b in backends}
+        for _ in range(args.runs):
+            bare_runs.append(bare_run(args, port, messages))
+            for backend in backends:
+                runs[backend].append(pipeline_run(backend, args, port))
+                ratios[backend].append(runs[backend][-1][0] / bare_runs[-1][0])
+        print(_line("bare SMTP loop (pre-built messages)", bare_runs))
+        for backend in backends:
             print(
-                f"{'pipeline on ' + backend:42} {med:8.0f} msg/s  {cpu:5.0f} µs CPU/msg  ({runs})  "
-                f"ratio {med / bare:.2f} of bare, target {TARGET:.0f} msg/s"
+                f"{_line('pipeline on ' + backend, runs[backend])}  ratio "
+                f"{statistics.median(ratios[backend]):.2f} of bare "
+                f"({' / '.join(f'{r:.2f}' for r in ratios[backend])}), "
+                f"target {TARGET:.0f} msg/s"
             )
+
+
+def _line(label: str, results: list[tuple[float, float]]) -> str:
+    """Median msg/s and CPU per message of ``results``, then each run's msg/s."""
+    rate = statistics.median(r for r, _ in results)
+    cpu = statistics.median(c for _, c in results)
+    each = " / ".join(f"{r:.0f}" for r, _ in results)
+    return f"{label:42} {rate:8.0f} msg/s  {cpu:5.0f} µs CPU/msg  ({each})"
 
 
 def run_processes(args: argparse.Namespace, port: int, count: int) -> float:
