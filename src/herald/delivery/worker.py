@@ -381,7 +381,7 @@ class Worker:
         renewed = await asyncio.to_thread(
             outbox.renew_leases,
             self.engine,
-            list(ids),  # renew() puts them in id order
+            list(ids),  # renew() locks them in id order (ORDER BY … FOR UPDATE)
             owner=self.opts.node_name,
             lease_ttl=self.opts.lease_ttl,
         )

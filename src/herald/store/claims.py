@@ -442,7 +442,7 @@ def renew(
         return []
     # No status test: a row with our owner is ours and sending (see _HELD).
     mine = select(deliveries.c.id).where(
-        among_ids(conn, deliveries.c.id, sorted(ids)),
+        among_ids(conn, deliveries.c.id, ids),
         deliveries.c.lease_owner == owner,
         deliveries.c.lease_expires > now,
     )
