@@ -28,8 +28,11 @@ from tests.factories import (
 from tests.sinks import Sink, fail_rcpt, reply_to_all, temp_fail_then_ok
 
 SinkFactory = Callable[..., Sink]
-# Longer than the lease the slow-ack test gives its worker (1 s).
-SLOW_COMMIT_SECONDS = 2.5
+# The slow-ack test's lease, and an ack two and a half times slower. A lease
+# of 1 s let a stall of the test machine near a second lapse leases (and so
+# send again) even with renewals working; 2 s leaves room for that.
+SLOW_ACK_LEASE_SECONDS = 2.0
+SLOW_COMMIT_SECONDS = 2.5 * SLOW_ACK_LEASE_SECONDS
 
 
 def test_it_delivers_a_campaign_once_to_each_subscriber(engine: Engine, sink: Sink) -> None:
@@ -208,7 +211,7 @@ def test_a_slow_ack_keeps_its_lease_so_nothing_is_sent_twice(
         return record(*args, **kwargs)
 
     monkeypatch.setattr(outbox, "record_results", slow_record)
-    opts = options(lease_ttl=1.0, keeper_interval=0.1)
+    opts = options(lease_ttl=SLOW_ACK_LEASE_SECONDS, keeper_interval=0.1)
     run_worker_until(engine, [relay(sink.url)], finished(engine, campaign_id), opts=opts)
 
     ids = sink.message_ids()
