@@ -254,7 +254,7 @@ def ack(conn: Connection, acks: Sequence[Ack], *, owner: str, now: datetime) -> 
         done = _ack_postgresql(conn, rows, owner, now)
     else:
         done = _ack_sqlite(conn, rows, owner, now)
-    return len(acks) - max(done, 0)
+    return len(acks) - done  # each writer returns a count of at least 0
 
 
 # Bind names of one ack's values, in the order ack() lists them.
